@@ -1,0 +1,27 @@
+"""Exceptions raised by the library. Only the CLI turns them into one clean line."""
+
+
+class DistillError(Exception):
+    """Base class: every expected failure a user can fix."""
+
+
+class ConfigError(DistillError):
+    """A filter package or setting is wrong; the message names the file and key."""
+
+
+class RecordError(DistillError):
+    """One input line is unusable; the message names the file, line and field."""
+
+    def __init__(self, path: str, line_no: int, reason: str):
+        self.path = path
+        self.line_no = line_no
+        self.reason = reason
+        super().__init__(f"{path}:{line_no}: {reason}")
+
+
+class OracleError(DistillError):
+    """The oracle could not be called (missing key, bad endpoint, exhausted budget)."""
+
+
+class ModelArtifactError(DistillError):
+    """A model folder is incomplete or inconsistent (no distill.json, missing head...)."""
