@@ -1,0 +1,90 @@
+"""Shared fixtures: real small files from PyPI packages, tiny random models, shared data."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+# Two cores are shared by everything: keep each test process to one thread.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+SHARED_LABELLED = Path(__file__).resolve().parents[2] / "shared/data/sustainability-v1/labelled.jsonl"
+
+
+@pytest.fixture(scope="session")
+def shared_labelled() -> Path:
+    """The real labelled sustainability articles; tests needing them skip without."""
+    if not SHARED_LABELLED.is_file():
+        pytest.skip(f"real labelled data not present at {SHARED_LABELLED}")
+    return SHARED_LABELLED
+
+
+@pytest.fixture(scope="session")
+def qwen_tokenizer_dir() -> Path:
+    pytest.importorskip("transformers")
+    from distill.local_models import qwen_tokenizer_dir
+
+    return qwen_tokenizer_dir()
+
+
+@pytest.fixture(scope="session")
+def minilm_dir() -> Path:
+    pytest.importorskip("transformers")
+    from distill.local_models import minilm_dir
+
+    return minilm_dir()
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen_dir(tmp_path_factory, qwen_tokenizer_dir) -> Path:
+    """A 2-layer, hidden-64 random Qwen2 with the real Qwen tokenizer, saved as an HF folder."""
+    import shutil
+
+    import torch
+    from transformers import Qwen2Config, Qwen2ForSequenceClassification
+
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("tiny-qwen")
+    config = Qwen2Config(
+        vocab_size=151936, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+        tie_word_embeddings=True, pad_token_id=151643, num_labels=8, problem_type="regression",
+    )
+    Qwen2ForSequenceClassification(config).save_pretrained(folder)
+    for item in Path(qwen_tokenizer_dir).iterdir():
+        shutil.copy(item, folder / item.name)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_dir(tmp_path_factory, minilm_dir) -> Path:
+    """A 2-layer, hidden-64 random BERT with the real MiniLM tokenizer."""
+    import shutil
+
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    config = BertConfig(
+        vocab_size=30522, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, max_position_embeddings=512, num_labels=8, problem_type="regression",
+    )
+    BertForSequenceClassification(config).save_pretrained(folder)
+    for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        if (Path(minilm_dir) / name).exists():
+            shutil.copy(Path(minilm_dir) / name, folder / name)
+    return folder
+
+
+def write_jsonl(path: Path, rows: list) -> Path:
+    """Rows may be dicts (dumped) or raw strings (written as is, for bad-line tests)."""
+    with open(path, "w", encoding="utf-8") as handle:
+        for row in rows:
+            handle.write((row if isinstance(row, str) else json.dumps(row)) + "\n")
+    return path
