@@ -1,0 +1,142 @@
+"""`run_prepare`: labelled JSONL in, train/val/test JSONL and a report out.
+
+Read and validate -> drop repeated ids -> student truncation -> group
+near-duplicates -> stratified group split -> balance train -> write.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from distill import __version__
+from distill.errors import ConfigError
+from distill.filter_spec import FilterSpec, load_filter
+from distill.prepare.dedup import (
+    NEAR_DUP_METHOD,
+    drop_duplicate_ids,
+    groups_of,
+    near_duplicate_groups,
+)
+from distill.prepare.oversample import oversample, tier_weights
+from distill.prepare.report import (
+    missing_tier_warnings,
+    reject_reasons,
+    split_summary,
+    write_report,
+)
+from distill.prepare.settings import SPLITS, PrepareSettings
+from distill.prepare.split import split_examples
+from distill.prepare.truncate import StudentTruncation
+from distill.prepare.validate import Example, load_labelled
+from distill.records import dumps_line
+
+REPORT_NAME = "prepare_report.json"
+REJECTS_NAME = "rejects.jsonl"
+
+
+@dataclass
+class PrepareResult:
+    output_dir: Path
+    report: dict[str, Any]
+
+
+def default_output_dir(spec: FilterSpec) -> Path:
+    return Path("datasets") / spec.name / f"v{spec.version}"
+
+
+def run_prepare(settings: PrepareSettings) -> PrepareResult:
+    settings.validate()
+    spec = load_filter(settings.filter)
+    out = Path(settings.output_dir) if settings.output_dir else default_output_dir(spec)
+    loaded = load_labelled(settings.inputs, spec, settings.scores_field, settings.strict)
+    examples, duplicates = drop_duplicate_ids(loaded.examples)
+    if not examples:
+        first = loaded.rejects[0] if loaded.rejects else None
+        hint = f"; first: {first.path}:{first.line_no}: {first.reason}" if first else ""
+        raise ConfigError(f"--input: no usable labelled records ({len(loaded.rejects)} line(s) rejected{hint})")
+    truncation = StudentTruncation(spec.truncation.student_tokens, spec.truncation.head_share, settings.tokenizer)
+    texts = truncation.apply([ex.text for ex in examples])
+    examples = [replace(ex, text=text) for ex, text in zip(examples, texts, strict=True)]
+    group_key = near_duplicate_groups(examples)
+    splits, strata = split_examples(examples, group_key, spec, settings.ratios, settings.seed)
+    if settings.weighting:
+        train_rows, _ = oversample(splits["train"], 0, settings.seed)
+        balance = tier_weights(splits["train"])
+    else:
+        train_rows, balance = oversample(splits["train"], settings.oversample_ratio, settings.seed)
+    written = {"train": train_rows, "val": splits["val"], "test": splits["test"]}
+
+    out.mkdir(parents=True, exist_ok=True)
+    for name in SPLITS:
+        write_jsonl(out / f"{name}.jsonl", [training_row(ex, balance.weights) for ex in written[name]])
+    rejects = loaded.rejects + [d.to_reject() for d in duplicates]
+    write_jsonl(out / REJECTS_NAME, [r.to_json() for r in rejects])
+    if not rejects:
+        (out / REJECTS_NAME).unlink()  # a stale file from an earlier run would mislead
+    report = {
+        "distill_version": __version__,
+        "output_dir": str(out),
+        "filter": {
+            "id": spec.id,
+            "config_hash": spec.config_hash,
+            "dimensions": spec.dimension_names,
+            "tiers": {t.name: t.min_score for t in spec.tiers},
+        },
+        "inputs": [info.to_json() for info in loaded.inputs],
+        "settings": settings.to_json(),
+        "counts": {
+            "records_read": len(loaded.examples) + len(loaded.rejects),
+            "rejected": len(loaded.rejects),
+            "duplicate_ids": len(duplicates),
+            "examples": len(examples),
+        },
+        "splits": {n: split_summary(spec, splits[n], written[n]) for n in SPLITS},
+        "strata": [s.to_json() for s in strata],
+        "balancing": balance.to_json(),
+        "truncation": truncation.describe(),
+        "near_duplicates": near_duplicate_summary(group_key),
+        "duplicates": [d.to_json() for d in duplicates],
+        "rejects": {
+            "count": len(loaded.rejects),
+            "file": str(out / REJECTS_NAME) if rejects else None,
+            "reasons": reject_reasons([r.reason for r in rejects]),
+        },
+        "warnings": missing_tier_warnings(spec, splits, settings.ratios),
+    }
+    write_report(out / REPORT_NAME, report)
+    return PrepareResult(out, report)
+
+
+def near_duplicate_summary(group_key: dict[str, str]) -> dict[str, Any]:
+    groups = groups_of(group_key)
+    return {
+        "method": NEAR_DUP_METHOD,
+        "groups": len(groups),
+        "examples": sum(len(g) for g in groups),
+        "list": groups,
+    }
+
+
+def training_row(example: Example, weights: dict[str, float]) -> dict[str, Any]:
+    """The training-example form train/ reads; `weight` only with --weighting."""
+    row: dict[str, Any] = {
+        "id": example.id,
+        "text": example.text,
+        "dimension_scores": list(example.scores),
+        "overall_score": example.overall_score,
+        "tier": example.tier,
+    }
+    if weights:
+        row["weight"] = weights[example.tier]
+    return row
+
+
+def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Replace `path` whole: a rerun overwrites, never appends."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8", errors="surrogateescape", newline="\n") as handle:
+        handle.writelines(dumps_line(row) for row in rows)
+    os.replace(tmp, path)

@@ -1,0 +1,79 @@
+"""Settings of a `distill-prepare` run: one typed home for every default.
+
+The CLI fills `PrepareSettings` from its flags (the help text below is the
+flags' help) and `validate` reports every problem at once, each naming the
+flag and the fix.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from distill.errors import ConfigError
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class PrepareSettings:
+    inputs: list[Path] = field(metadata={"help": "labelled JSONL file(s) (.jsonl or .jsonl.gz); repeat the flag for several"})
+    filter: str = field(metadata={"help": "filter the labels were made with: name/vN, a bare name (newest version) or a folder"})
+    output_dir: Path | None = field(default=None, metadata={"help": "folder for train/val/test.jsonl, prepare_report.json, rejects.jsonl; default: datasets/<filter name>/v<version>"})
+    train_ratio: float = field(default=0.8, metadata={"help": "share of examples for train"})
+    val_ratio: float = field(default=0.1, metadata={"help": "share of examples for val"})
+    test_ratio: float = field(default=0.1, metadata={"help": "share of examples for test (the three ratios must sum to 1)"})
+    oversample_ratio: float = field(default=0.2, metadata={"help": "train only: copy examples of each minority tier until it has at least this share of the largest tier's count (0: off)"})
+    weighting: bool = field(default=False, metadata={"help": "instead of oversampling, write a per-example loss `weight` (inverse tier frequency in train, mean 1)"})
+    seed: int = field(default=42, metadata={"help": "seed of the split, oversampling and train order; same seed + inputs = byte-identical output"})
+    scores_field: str = field(default="scores", metadata={"help": "record field (dots for nesting, e.g. sustainability_analysis) holding {dimension: number or {score: number}}"})
+    tokenizer: Path | None = field(default=None, metadata={"help": "tokenizer folder: truncate to the filter's student_tokens exactly in tokens; default: the same budget in words (every word is at least one token)"})
+    strict: bool = field(default=False, metadata={"help": "stop at the first bad input line instead of writing it to rejects.jsonl"})
+
+    @property
+    def ratios(self) -> dict[str, float]:
+        return {"train": self.train_ratio, "val": self.val_ratio, "test": self.test_ratio}
+
+    def validate(self) -> None:
+        """Raise one ConfigError listing every problem."""
+        problems = self._problems()
+        if problems:
+            raise ConfigError("invalid settings:\n  " + "\n  ".join(problems))
+
+    def _problems(self) -> list[str]:
+        problems = []
+        if not self.inputs:
+            problems.append("--input: give at least one labelled JSONL file")
+        problems += [f"--input: {p}: no such file" for p in self.inputs if not Path(p).is_file()]
+        for name, value in self.ratios.items():
+            if not math.isfinite(value) or not 0 <= value <= 1:
+                problems.append(f"--{name}-ratio: must be in 0..1 (got {value})")
+        if not math.isclose(sum(self.ratios.values()), 1.0, abs_tol=1e-6):
+            problems.append(
+                f"--train-ratio/--val-ratio/--test-ratio: must sum to 1 (got {sum(self.ratios.values()):g})"
+            )
+        if self.train_ratio <= 0:
+            problems.append("--train-ratio: must be above 0")
+        if not math.isfinite(self.oversample_ratio) or not 0 <= self.oversample_ratio <= 1:
+            problems.append(f"--oversample-ratio: must be in 0..1 (got {self.oversample_ratio})")
+        if not self.scores_field.strip(". "):
+            problems.append("--scores-field: must name a field")
+        if self.tokenizer is not None and not Path(self.tokenizer).is_dir():
+            problems.append(f"--tokenizer: {self.tokenizer} is not a folder")
+        return problems
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()} | {
+            "inputs": [str(p) for p in self.inputs]
+        }
+
+
+def help_for(name: str) -> str:
+    """The help text of one settings field, for the CLI flag of the same name."""
+    return next(f.metadata["help"] for f in fields(PrepareSettings) if f.name == name)
+
+
+def default_for(name: str) -> Any:
+    return next(f.default for f in fields(PrepareSettings) if f.name == name)
