@@ -1,14 +1,167 @@
-"""`distill-label`: not built yet (see the open issue for this stage)."""
+"""`distill-label`: label articles with the oracle, journaled, resumable and budgeted.
+
+`distill-label --source ... [options]` runs (or with --plan, estimates) a
+labelling run; `distill-label agree A.jsonl B.jsonl` compares two label sets.
+Nothing heavy is imported at module level, so --help stays fast.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
 
 import click
 
 from distill.cli import run_main
+from distill.label.settings import LabelSettings, help_of
+
+DEFAULTS = LabelSettings()
 
 
-@click.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
-def command() -> None:
-    """Not built yet: this stage is planned but does nothing so far."""
-    raise click.ClickException("distill-label is not built yet")
+def _opt(*names: str, field: str, **kwargs):
+    default = getattr(DEFAULTS, field)
+    kwargs.setdefault("show_default", default is not None and default != ())
+    return click.option(*names, field, default=default, help=help_of(field), **kwargs)
+
+
+OPTIONS = [
+    _opt("--filter", field="filter"),
+    _opt("--source", field="source", multiple=True),
+    _opt("--output-dir", field="output_dir", type=click.Path(path_type=Path)),
+    _opt("--llm", field="llm", type=click.Choice(["gemini", "openai"])),
+    _opt("--model", field="model"),
+    _opt("--base-url", field="base_url"),
+    _opt("--api-version", field="api_version"),
+    _opt("--temperature", field="temperature", type=float),
+    _opt("--thinking-budget", field="thinking_budget", type=int),
+    _opt("--max-output-tokens", field="max_output_tokens", type=int),
+    _opt("--price-input", field="price_input", type=float),
+    _opt("--price-output", field="price_output", type=float),
+    _opt("--concurrency", field="concurrency", type=int),
+    _opt("--rpm", field="rpm", type=int),
+    _opt("--tpm", field="tpm", type=int),
+    _opt("--timeout", field="timeout_s", type=float),
+    _opt("--max-attempts", field="max_attempts", type=int),
+    _opt("--backoff-base", field="backoff_base_s", type=float),
+    _opt("--backoff-max", field="backoff_max_s", type=float),
+    _opt("--max-cost", field="max_cost", type=float),
+    _opt("--target-count", field="target_count", type=int),
+    _opt("--random-sample", field="random_sample", is_flag=True),
+    _opt("--seed", field="seed", type=int),
+    _opt("--strict", field="strict", is_flag=True),
+    _opt("--batch", field="batch", is_flag=True),
+    _opt("--batch-size", field="batch_size", type=int),
+    _opt("--poll", field="poll_s", type=float),
+    _opt("--plan", field="plan", is_flag=True),
+    _opt("--expected-output-tokens", field="expected_output_tokens", type=int),
+    _opt("--progress/--no-progress", field="progress"),
+]
+
+
+def _with_options(func):
+    for option in reversed(OPTIONS):
+        func = option(func)
+    return func
+
+
+@click.group(invoke_without_command=True)
+@_with_options
+@click.pass_context
+def command(ctx: click.Context, **values) -> None:
+    """Label articles with the oracle (Gemini by default).
+
+    Every call and label goes to OUTPUT_DIR/journal.sqlite before the label is
+    appended to OUTPUT_DIR/labelled.jsonl; rerun the same command to resume
+    (done keys are skipped, failed ones retried, nothing is paid twice).
+    The API key is read from GEMINI_API_KEY or GOOGLE_API_KEY.
+
+    \b
+    Examples:
+      distill-label --source "datasets/raw/*.jsonl" --plan
+      distill-label --source "datasets/raw/*.jsonl" --target-count 5000 \\
+          --random-sample --seed 7 --max-cost 5 --output-dir labelled/sust
+      distill-label agree run_a/labelled.jsonl run_b/labelled.jsonl
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    settings = LabelSettings(**values)
+    settings.validate()
+    from distill.filter_spec import load_filter
+
+    spec = load_filter(settings.filter)
+    if settings.plan:
+        _plan(spec, settings)
+    else:
+        _label(spec, settings)
+
+
+def _plan(spec, settings: LabelSettings) -> None:
+    from distill.label.plan import make_plan
+    from distill.label.report import plan_table, print_table
+
+    plan = make_plan(spec, settings, rejects=[])
+    print_table(plan_table(plan, settings.generation(spec).model))
+
+
+def _label(spec, settings: LabelSettings) -> None:
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        ProgressColumn,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+    from rich.text import Text
+
+    from distill.label.report import print_table, summary_table
+    from distill.label.run import run_labelling
+
+    class Rate(ProgressColumn):
+        def render(self, task) -> Text:
+            return Text(f"{task.speed or 0:.1f} articles/s")
+
+    columns = [TextColumn("labelling"), BarColumn(), MofNCompleteColumn(), Rate(),
+               TimeRemainingColumn(), TextColumn("spend ${task.fields[spend]:.4f}")]
+    console = Console(stderr=True)
+    with Progress(*columns, console=console, disable=not settings.progress) as bar:
+        task = bar.add_task("label", total=settings.target_count, spend=0.0)
+        stats, selection = run_labelling(
+            spec, settings, lambda advance, spend: bar.update(task, advance=advance, spend=spend)
+        )
+    print_table(summary_table(stats, selection, settings.generation(spec).model))
+    if selection.read.rejected:
+        click.echo(f"{selection.read.rejected} bad input line(s) written to "
+                   f"{settings.output_dir / 'rejects.jsonl'}", err=True)
+
+
+@command.command("agree")
+@click.argument("a", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("b", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--filter", "filter_name", default=None,
+              help="filter whose dimensions to compare (default: every dimension both files share)")
+@click.option("--json-out", type=click.Path(path_type=Path), default=None,
+              help="also write the figures to this JSON file")
+def agree_command(a: Path, b: Path, filter_name: str | None, json_out: Path | None) -> None:
+    """Agreement between two label sets of the same articles (joined by id):
+    per-dimension MAE, Spearman and Krippendorff's alpha (interval). This is
+    the noise floor: no student can agree with the oracle better than the
+    oracle agrees with itself."""
+    from distill.label.agree import agreement, agreement_table
+
+    dims = None
+    if filter_name:
+        from distill.filter_spec import load_filter
+
+        dims = load_filter(filter_name).dimension_names
+    result = agreement(a, b, dims)
+    from rich.console import Console
+
+    Console(width=100).print(agreement_table(result, a, b))
+    if json_out:
+        import json
+
+        json_out.write_text(json.dumps(result.to_json(), indent=2) + "\n", encoding="utf-8")
 
 
 main = run_main(command)

@@ -1,0 +1,231 @@
+"""The label journal: every oracle call, and every label, in local SQLite.
+
+A label is committed here before it is appended to labelled.jsonl, so a run
+killed at any moment loses nothing it paid for: on rerun, a key with a label
+in the journal is written from the journal without calling the oracle. Calls
+are keyed by a hash of the filter prompt, the article text sent, the model and
+the generation config, so changing any of those means a new call, and nothing
+else does. The API key is never passed in here.
+
+The schema evolves by small named forward-only migrations; the names applied
+are kept in `_migrations`, so an older journal is upgraded in place.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from distill.oracle.base import GenerationConfig, OracleReply
+
+
+def call_key(prompt_sha256: str, article_text: str, config: GenerationConfig) -> str:
+    payload = json.dumps(
+        {"prompt_sha256": prompt_sha256, "article": article_text, "generation": config.to_json()},
+        sort_keys=True,
+        ensure_ascii=False,
+    )
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _m001_calls_and_labels(db: sqlite3.Connection) -> None:
+    db.executescript(
+        """
+        CREATE TABLE calls (
+            id INTEGER PRIMARY KEY,
+            key TEXT NOT NULL,
+            article_id TEXT,
+            attempt INTEGER NOT NULL,
+            status TEXT NOT NULL,          -- pending, ok, or a failure kind
+            started_at TEXT NOT NULL,
+            latency_s REAL,
+            input_tokens INTEGER DEFAULT 0,
+            output_tokens INTEGER DEFAULT 0,
+            cost_usd REAL DEFAULT 0,
+            message TEXT
+        );
+        CREATE INDEX calls_key ON calls(key);
+        CREATE TABLE labels (
+            key TEXT PRIMARY KEY,
+            model TEXT NOT NULL,
+            prompt_sha256 TEXT NOT NULL,
+            scores TEXT NOT NULL,
+            reasoning TEXT,
+            input_tokens INTEGER,
+            output_tokens INTEGER,
+            cost_usd REAL,
+            labelled_at TEXT NOT NULL
+        );
+        """
+    )
+
+
+def _m002_run_and_mode(db: sqlite3.Connection) -> None:
+    db.executescript(
+        """
+        ALTER TABLE calls ADD COLUMN run_id TEXT;
+        ALTER TABLE calls ADD COLUMN mode TEXT DEFAULT 'sync';
+        """
+    )
+
+
+def _m003_batch_jobs(db: sqlite3.Connection) -> None:
+    db.executescript(
+        """
+        CREATE TABLE batch_jobs (
+            name TEXT PRIMARY KEY,
+            run_id TEXT,
+            submitted_at TEXT NOT NULL,
+            state TEXT NOT NULL,
+            keys TEXT NOT NULL             -- JSON list of call keys in the job
+        );
+        """
+    )
+
+
+MIGRATIONS: list[tuple[str, Callable[[sqlite3.Connection], None]]] = [
+    ("001_calls_and_labels", _m001_calls_and_labels),
+    ("002_run_and_mode", _m002_run_and_mode),
+    ("003_batch_jobs", _m003_batch_jobs),
+]
+
+
+def migrate(db: sqlite3.Connection, migrations=MIGRATIONS) -> list[str]:
+    """Apply the migrations not yet applied, in order; returns their names."""
+    db.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at TEXT)")
+    done = {row[0] for row in db.execute("SELECT name FROM _migrations")}
+    applied = []
+    for name, step in migrations:
+        if name in done:
+            continue
+        with db:
+            step(db)
+            db.execute("INSERT INTO _migrations VALUES (?, ?)", (name, utc_now()))
+        applied.append(name)
+    return applied
+
+
+@dataclass(frozen=True)
+class Label:
+    key: str
+    model: str
+    prompt_sha256: str
+    scores: dict[str, int]
+    reasoning: str
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float
+    labelled_at: str
+
+
+class Journal:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(self.path, isolation_level=None)
+        # WAL + NORMAL: a commit survives SIGKILL of this process (not power loss).
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        migrate(self.db)
+
+    def close(self) -> None:
+        self.db.close()
+
+    def mark_interrupted(self) -> int:
+        """Calls left pending by a killed run: their outcome is unknown, so they count as failed."""
+        with self.db:
+            return self.db.execute(
+                "UPDATE calls SET status='interrupted' WHERE status='pending'"
+            ).rowcount
+
+    def label(self, key: str) -> Label | None:
+        row = self.db.execute("SELECT * FROM labels WHERE key=?", (key,)).fetchone()
+        if row is None:
+            return None
+        return Label(row[0], row[1], row[2], json.loads(row[3]), row[4] or "", row[5], row[6], row[7], row[8])
+
+    def attempts(self, key: str) -> int:
+        return self.db.execute("SELECT COUNT(*) FROM calls WHERE key=?", (key,)).fetchone()[0]
+
+    def start_call(self, key: str, article_id: str, attempt: int, run_id: str, mode: str = "sync") -> int:
+        with self.db:
+            cursor = self.db.execute(
+                "INSERT INTO calls (key, article_id, attempt, status, started_at, run_id, mode) "
+                "VALUES (?, ?, ?, 'pending', ?, ?, ?)",
+                (key, article_id, attempt, utc_now(), run_id, mode),
+            )
+        return cursor.lastrowid
+
+    def finish_call(
+        self, call_id: int, status: str, latency_s: float, input_tokens: int, output_tokens: int,
+        cost_usd: float, message: str = "",
+    ) -> None:
+        with self.db:
+            self._finish(call_id, status, latency_s, input_tokens, output_tokens, cost_usd, message)
+
+    def record_label(
+        self, call_id: int, key: str, model: str, prompt_sha256: str, reply: OracleReply,
+        cost_usd: float, latency_s: float,
+    ) -> Label:
+        """The call's outcome and its label in one transaction."""
+        label = Label(key, model, prompt_sha256, reply.scores, reply.reasoning, reply.input_tokens,
+                      reply.output_tokens, cost_usd, utc_now())
+        with self.db:
+            self._finish(call_id, "ok", latency_s, reply.input_tokens, reply.output_tokens, cost_usd, "")
+            self.db.execute(
+                "INSERT OR IGNORE INTO labels VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (key, model, prompt_sha256, json.dumps(reply.scores), reply.reasoning,
+                 reply.input_tokens, reply.output_tokens, cost_usd, label.labelled_at),
+            )
+        return self.label(key) or label
+
+    def _finish(self, call_id, status, latency_s, input_tokens, output_tokens, cost_usd, message) -> None:
+        self.db.execute(
+            "UPDATE calls SET status=?, latency_s=?, input_tokens=?, output_tokens=?, cost_usd=?, "
+            "message=? WHERE id=?",
+            (status, latency_s, input_tokens, output_tokens, cost_usd, message[:500], call_id),
+        )
+
+    def spend(self, run_id: str | None = None) -> float:
+        query, args = "SELECT COALESCE(SUM(cost_usd), 0) FROM calls", ()
+        if run_id is not None:
+            query, args = query + " WHERE run_id=?", (run_id,)
+        return float(self.db.execute(query, args).fetchone()[0])
+
+    def status_counts(self, run_id: str | None = None) -> Counter:
+        query, args = "SELECT status, COUNT(*) FROM calls", ()
+        if run_id is not None:
+            query, args = query + " WHERE run_id=?", (run_id,)
+        return Counter(dict(self.db.execute(query + " GROUP BY status", args).fetchall()))
+
+    def mean_output_tokens(self) -> float | None:
+        value = self.db.execute("SELECT AVG(output_tokens) FROM labels").fetchone()[0]
+        return float(value) if value is not None else None
+
+    # -- batch jobs -----------------------------------------------------------
+    def add_batch(self, name: str, run_id: str, keys: Iterable[str]) -> None:
+        with self.db:
+            self.db.execute(
+                "INSERT INTO batch_jobs VALUES (?, ?, ?, 'SUBMITTED', ?)",
+                (name, run_id, utc_now(), json.dumps(list(keys))),
+            )
+
+    def open_batches(self) -> list[tuple[str, list[str]]]:
+        rows = self.db.execute(
+            "SELECT name, keys FROM batch_jobs WHERE state NOT IN ('COLLECTED') ORDER BY submitted_at"
+        ).fetchall()
+        return [(name, json.loads(keys)) for name, keys in rows]
+
+    def set_batch_state(self, name: str, state: str) -> None:
+        with self.db:
+            self.db.execute("UPDATE batch_jobs SET state=? WHERE name=?", (state, name))

@@ -1,0 +1,143 @@
+"""One labelling run, wired together: settings -> oracle, journal, output.
+
+Output folder layout:
+  labelled.jsonl    the labels (article fields + scores + oracle)
+  journal.sqlite    every call and every label (resume, never pay twice)
+  rejects.jsonl     bad input lines of the latest run, with file and line
+  label_runs.jsonl  one line per run: settings, filter id and hash, counts
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from distill import __version__
+from distill.errors import DistillError
+from distill.filter_spec import FilterSpec
+from distill.label.journal import Journal, utc_now
+from distill.label.limiter import RateLimiter
+from distill.label.runner import Budget, LabelWriter, Pricing, RunStats, SyncRunner
+from distill.label.selection import SelectionStats, select_articles
+from distill.label.settings import LabelSettings
+from distill.oracle.base import Oracle
+from distill.records import JsonlWriter, RejectsWriter, dumps_line, read_ids
+
+OUTPUT_NAME = "labelled.jsonl"
+JOURNAL_NAME = "journal.sqlite"
+
+
+def make_oracle(settings: LabelSettings, spec: FilterSpec) -> Oracle:
+    """The backend named by --llm; heavy SDK imports happen only here."""
+    config = settings.generation(spec)
+    if settings.llm == "openai":
+        from distill.oracle.openai_compat import OpenAICompatOracle
+
+        return OpenAICompatOracle(config, spec.dimension_names, settings.base_url, timeout_s=settings.timeout_s)
+    from distill.oracle.gemini import GeminiOracle, api_key_from_env
+
+    return GeminiOracle(config, spec.dimension_names, api_key_from_env(), settings.timeout_s,
+                        settings.base_url, settings.api_version)
+
+
+@contextmanager
+def output_lock(folder: Path) -> Iterator[None]:
+    """One run per output folder: two would race on the same journal and output."""
+    folder.mkdir(parents=True, exist_ok=True)
+    handle = open(folder / ".label.lock", "w")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise DistillError(f"another distill-label run is using {folder}; wait for it or pick another --output-dir") from None
+    try:
+        yield
+    finally:
+        handle.close()
+
+
+def run_labelling(spec: FilterSpec, settings: LabelSettings, progress=None) -> tuple[RunStats, SelectionStats]:
+    """Label what the settings select; `progress(advance, spend)` is told as labels land."""
+    oracle = make_oracle(settings, spec)  # fails early on a missing key, before touching files
+    folder = Path(settings.output_dir)
+    stats, selection = RunStats(), SelectionStats()
+    with output_lock(folder):
+        journal = Journal(folder / JOURNAL_NAME)
+        journal.mark_interrupted()
+        rejects_path = folder / "rejects.jsonl"
+        rejects_path.unlink(missing_ok=True)
+        try:
+            with JsonlWriter(folder / OUTPUT_NAME) as out, RejectsWriter(rejects_path) as rejects:
+                done_ids = read_ids(folder / OUTPUT_NAME)  # after the writer repaired a torn tail
+                articles = select_articles(spec, settings.source_files(), done_ids, settings.target_count,
+                                           settings.random_sample, settings.seed, selection, rejects,
+                                           settings.strict)
+                notify = progress or (lambda advance, spend: None)
+                writer = LabelWriter(out, stats, lambda n: notify(n, stats.spend_usd))
+                runner = _runner(spec, settings, oracle, journal, writer, stats,
+                                 lambda: notify(0, stats.spend_usd))
+                asyncio.run(_run_and_close(runner, oracle, articles))
+        finally:
+            journal.close()
+        _record_run(folder, spec, settings, stats, selection)
+    return stats, selection
+
+
+def _runner(spec, settings, oracle, journal, writer, stats, on_call):
+    p_in, p_out = settings.prices(spec)
+    common = dict(spec=spec, oracle=oracle, config=settings.generation(spec), journal=journal,
+                  writer=writer, budget=Budget(settings.max_cost), stats=stats, on_call=on_call)
+    if settings.batch:
+        from distill.label.batch import BatchRunner
+
+        discount = spec.oracle.batch_discount
+        return BatchRunner(**common, pricing=Pricing(p_in * discount, p_out * discount),
+                           batch_size=settings.batch_size, poll_s=settings.poll_s,
+                           max_attempts=settings.max_attempts)
+    return SyncRunner(**common, pricing=Pricing(p_in, p_out),
+                      limiter=RateLimiter(settings.rpm, settings.tpm),
+                      concurrency=settings.concurrency, max_attempts=settings.max_attempts,
+                      backoff_base_s=settings.backoff_base_s, backoff_max_s=settings.backoff_max_s,
+                      expected_output_tokens=settings.expected_output_tokens)
+
+
+async def _run_and_close(runner, oracle, articles) -> None:
+    try:
+        await runner.run(articles)
+    finally:
+        await oracle.aclose()
+
+
+def _record_run(folder: Path, spec: FilterSpec, settings: LabelSettings, stats: RunStats,
+                selection: SelectionStats) -> None:
+    """How this output was made: appended, one line per run (never the API key)."""
+    record = {
+        "run_id": stats.run_id,
+        "finished_at": utc_now(),
+        "distill_version": __version__,
+        "filter": spec.id,
+        "filter_config_hash": spec.config_hash,
+        "prompt_sha256": spec.prompt_sha256,
+        "settings": settings.to_json(),
+        "selected": selection.selected,
+        "prefilter_pass_rate": selection.pass_rate,
+        "rejected_lines": selection.read.rejected,
+        "labelled": stats.labelled,
+        "from_journal": stats.from_journal,
+        "calls": stats.calls,
+        "call_failures": dict(stats.call_failures),
+        "failed_articles": dict(stats.failed_articles),
+        "not_attempted": stats.not_attempted,
+        "spend_usd": stats.spend_usd,
+        "stopped": stats.stopped,
+        "elapsed_s": round(stats.elapsed_s, 3),
+    }
+    with open(folder / "label_runs.jsonl", "a", encoding="utf-8") as handle:
+        handle.write(dumps_line(json.loads(json.dumps(record, default=str))))
+        handle.flush()
+        os.fsync(handle.fileno())

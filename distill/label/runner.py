@@ -1,0 +1,237 @@
+"""The synchronous labelling loop: async workers, journal first, output second.
+
+For each selected article: build the prompt, hash it into a call key; a key
+the journal already holds a label for is written straight from the journal
+(no call); articles sharing a key in flight wait on the same call. Workers
+take one key at a time, respect the rate limiter and the budget, retry with
+backoff, and on success commit the label to the journal *before* appending
+the article to labelled.jsonl.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from distill.errors import OracleError
+from distill.filter_spec import FilterSpec
+from distill.label.journal import Journal, Label, call_key
+from distill.label.limiter import RateLimiter, backoff_delay
+from distill.label.selection import oracle_text
+from distill.oracle.base import AUTH, GenerationConfig, Oracle, OracleFailure
+from distill.records import Article, JsonlWriter
+
+BUDGET = "budget"
+
+
+@dataclass
+class Pricing:
+    input_per_million: float
+    output_per_million: float
+
+    def cost(self, input_tokens: int, output_tokens: int) -> float:
+        return (input_tokens * self.input_per_million + output_tokens * self.output_per_million) / 1e6
+
+
+@dataclass
+class RunStats:
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    labelled: int = 0  # articles appended to the output in this run
+    from_journal: int = 0  # of those, written from a label paid for earlier
+    calls: int = 0
+    call_failures: Counter = field(default_factory=Counter)  # failed attempts by kind
+    failed_articles: Counter = field(default_factory=Counter)  # articles given up, by last kind
+    spend_usd: float = 0.0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    not_attempted: int = 0  # selected articles left for a later run (budget reached)
+    stopped: str | None = None  # why the run stopped early, if it did
+    elapsed_s: float = 0.0
+
+
+@dataclass
+class Job:
+    key: str
+    prompt: str
+    articles: list[Article]
+
+
+class Budget:
+    """Spend so far plus the worst case of every call in flight stays under the cap."""
+
+    def __init__(self, max_cost: float | None):
+        self.max_cost = max_cost
+        self.spent = 0.0
+        self.reserved = 0.0
+
+    def reserve(self, worst_case: float) -> bool:
+        if self.max_cost is not None and self.spent + self.reserved + worst_case > self.max_cost:
+            return False
+        self.reserved += worst_case
+        return True
+
+    def settle(self, worst_case: float, actual: float) -> None:
+        self.reserved -= worst_case
+        self.spent += actual
+
+
+class LabelWriter:
+    """Turns a journaled label into output records for the articles that share it."""
+
+    def __init__(self, writer: JsonlWriter, stats: RunStats, on_write: Callable[[int], None]):
+        self.writer = writer
+        self.stats = stats
+        self.on_write = on_write
+
+    def write(self, label: Label, articles: Iterable[Article], from_journal: bool) -> None:
+        count = 0
+        for article in articles:
+            record = article.to_json()
+            record["scores"] = dict(label.scores)
+            record["oracle"] = {
+                "model": label.model,
+                "prompt_sha256": label.prompt_sha256,
+                "labelled_at": label.labelled_at,
+                "input_tokens": label.input_tokens,
+                "output_tokens": label.output_tokens,
+                "cost_usd": round(label.cost_usd, 8),
+            }
+            self.writer.append(record)
+            count += 1
+        self.stats.labelled += count
+        if from_journal:
+            self.stats.from_journal += count
+        self.on_write(count)
+
+
+@dataclass
+class SyncRunner:
+    spec: FilterSpec
+    oracle: Oracle
+    config: GenerationConfig
+    journal: Journal
+    writer: LabelWriter
+    pricing: Pricing
+    limiter: RateLimiter
+    budget: Budget
+    stats: RunStats
+    concurrency: int = 8
+    max_attempts: int = 5
+    backoff_base_s: float = 1.0
+    backoff_max_s: float = 60.0
+    expected_output_tokens: int = 120
+    on_call: Callable[[], None] = lambda: None
+    rng: random.Random = field(default_factory=random.Random)
+
+    def __post_init__(self) -> None:
+        self._inflight: dict[str, Job] = {}
+        self._stop = asyncio.Event()
+
+    def make_job(self, article: Article) -> Job:
+        text = oracle_text(self.spec, article)
+        key = call_key(self.spec.prompt_sha256, text, self.config)
+        return Job(key, self.spec.render_prompt(text), [article])
+
+    async def run(self, articles: Iterable[Article]) -> RunStats:
+        start = time.monotonic()
+        queue: asyncio.Queue[Job | None] = asyncio.Queue(maxsize=self.concurrency * 2)
+        workers = [asyncio.create_task(self._worker(queue)) for _ in range(self.concurrency)]
+        try:
+            await self._produce(articles, queue)
+        finally:
+            for _ in workers:
+                await queue.put(None)
+            results = await asyncio.gather(*workers, return_exceptions=True)
+            self.stats.elapsed_s = time.monotonic() - start
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        return self.stats
+
+    async def _produce(self, articles: Iterable[Article], queue: asyncio.Queue) -> None:
+        for article in articles:
+            if self._stop.is_set():
+                return
+            job = self.make_job(article)
+            label = self.journal.label(job.key)
+            if label is not None:  # paid for already (an earlier run, or a twin article)
+                self.writer.write(label, [article], from_journal=True)
+            elif job.key in self._inflight:
+                self._inflight[job.key].articles.append(article)
+            else:
+                self._inflight[job.key] = job
+                await queue.put(job)
+
+    async def _worker(self, queue: asyncio.Queue) -> None:
+        while (job := await queue.get()) is not None:
+            try:
+                if self._stop.is_set():
+                    self.stats.not_attempted += len(job.articles)
+                else:
+                    await self._label(job)
+            finally:
+                self._inflight.pop(job.key, None)
+
+    def _worst_case_cost(self, prompt: str) -> float:
+        # At most one token per 2 UTF-8 bytes in, and a full-length answer plus thinking out.
+        worst_in = len(prompt.encode("utf-8")) // 2 + 1
+        return self.pricing.cost(worst_in, self.config.max_output_tokens + self.config.thinking_budget)
+
+    async def _label(self, job: Job) -> None:
+        previous = self.journal.attempts(job.key)
+        estimate = len(job.prompt) // 4 + self.expected_output_tokens
+        last_kind = ""
+        for retry_no in range(self.max_attempts):
+            worst = self._worst_case_cost(job.prompt)
+            if not self.budget.reserve(worst):
+                self.stats.stopped = BUDGET
+                self.stats.not_attempted += len(job.articles)
+                self._stop.set()
+                return
+            await self.limiter.acquire(estimate)
+            call_id = self.journal.start_call(job.key, job.articles[0].id, previous + retry_no + 1, self.stats.run_id)
+            started = time.monotonic()
+            try:
+                reply = await self.oracle.score(job.prompt)
+            except OracleFailure as failure:
+                self._failed(call_id, failure, worst, estimate, time.monotonic() - started)
+                last_kind = failure.kind
+                if failure.kind == AUTH:
+                    self._stop.set()
+                    raise OracleError(f"the oracle refused the API key: {failure}") from None
+                if not failure.retryable:
+                    break
+                if failure.retry_after:
+                    self.limiter.pause(failure.retry_after)
+                if retry_no + 1 < self.max_attempts:
+                    await asyncio.sleep(backoff_delay(retry_no, self.backoff_base_s, self.backoff_max_s,
+                                                      failure.retry_after, self.rng))
+                continue
+            cost = self.pricing.cost(reply.input_tokens, reply.output_tokens)
+            self._count_call(worst, cost, reply.input_tokens, reply.output_tokens, estimate)
+            label = self.journal.record_label(call_id, job.key, self.config.model, self.spec.prompt_sha256,
+                                              reply, cost, time.monotonic() - started)
+            self.writer.write(label, job.articles, from_journal=False)
+            return
+        self.stats.failed_articles[last_kind] += len(job.articles)
+
+    def _failed(self, call_id: int, failure: OracleFailure, worst: float, estimate: int, latency: float) -> None:
+        cost = self.pricing.cost(failure.input_tokens, failure.output_tokens)
+        self._count_call(worst, cost, failure.input_tokens, failure.output_tokens, estimate)
+        self.stats.call_failures[failure.kind] += 1
+        self.journal.finish_call(call_id, failure.kind, latency, failure.input_tokens,
+                                 failure.output_tokens, cost, str(failure))
+
+    def _count_call(self, worst: float, cost: float, tokens_in: int, tokens_out: int, estimate: int) -> None:
+        self.budget.settle(worst, cost)
+        self.stats.calls += 1
+        self.stats.spend_usd += cost
+        self.stats.input_tokens += tokens_in
+        self.stats.output_tokens += tokens_out
+        self.limiter.settle(estimate, tokens_in + tokens_out)
+        self.on_call()
