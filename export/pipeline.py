@@ -1,0 +1,159 @@
+"""`distill-export` from top to bottom: merge, export, check, quantise, time, publish.
+
+Everything is written into a hidden staging folder beside the target and
+renamed into place only after every check passed, so a failed or interrupted
+export leaves nothing half-written behind.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from distill.export import bench, report, tensorrt
+from distill.export.encode import Labelled, encode, read_labelled, sample_texts, spread_by_length
+from distill.export.merge import Student, load_student, save_merged
+from distill.export.onnx_export import export_onnx
+from distill.export.quantize import convert_fp16, quantize_int8
+from distill.export.settings import ExportSettings
+from distill.export.validate import (
+    ExportCheckError,
+    check_parity,
+    gate,
+    ort_session,
+    run_onnx,
+    run_torch,
+    variant_mae,
+)
+
+Echo = Callable[[str], None]
+VARIANT_FILES = {"fp32": "model.onnx", "int8": "model.int8.onnx", "fp16": "model.fp16.onnx"}
+
+
+def run_export(settings: ExportSettings, echo: Echo = print) -> dict[str, Any]:
+    """Build the export folder `settings.output`; returns the report written there."""
+    settings.check()
+    if settings.threads:
+        import torch
+
+        torch.set_num_threads(settings.threads)
+    student = load_student(settings.model_dir, settings.base_model)
+    echo(f"loaded {settings.model_dir} ({student.info.weights_format}, {student.info.architecture})")
+    data = _validation(settings, student)
+    staging = settings.output.parent / f".{settings.output.name}.staging-{os.getpid()}"
+    staging.mkdir(parents=True)
+    try:
+        result = _build(settings, student, data, staging, echo)
+        report.write(staging, result)
+        _publish(staging, settings.output)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return result
+
+
+def _build(settings: ExportSettings, student: Student, data: Labelled | None, folder: Path, echo: Echo) -> dict[str, Any]:
+    save_merged(student, settings.model_dir, folder)
+    echo("merged model saved (safetensors)")
+    result = report.start(settings, student)
+    if not settings.onnx:
+        return report.finish(result, folder)
+    example = data.texts[:2] if data and len(data.texts) >= 2 else sample_texts()[:2]
+    batch = encode(student.tokenizer, example, student.info.max_tokens, student.info.head_share, "right")
+    result["onnx"] = export_onnx(student.model, student.info.architecture == "decoder", batch,
+                                 folder / VARIANT_FILES["fp32"], settings.opset)
+    sessions = {"fp32": ort_session(folder / VARIANT_FILES["fp32"], settings.threads)}
+    parity_texts = spread_by_length(data.texts, settings.parity_texts) if data else sample_texts()
+    result["parity"] = check_parity(student, sessions["fp32"], parity_texts, 8, settings.parity_tolerance)
+    echo(_parity_line(result["parity"]))
+    sessions.update(_variants(settings, folder, result["onnx"]["external_data"]))
+    if data is not None:
+        result["mae"] = _mae_gate(settings, student, data, sessions, echo)
+    if settings.bench_articles:
+        result["speed"] = _speed(settings, student, data, sessions)
+        echo("articles/s: " + ", ".join(f"{k} {v}" for k, v in result["speed"]["articles_per_s"].items()))
+    result["tensorrt"] = _tensorrt(settings, student, folder, echo)
+    return report.finish(result, folder)
+
+
+def _validation(settings: ExportSettings, student: Student) -> Labelled | None:
+    if settings.validation_data is None:
+        return None
+    data = read_labelled(settings.validation_data, student.info.dimensions, settings.validation_limit)
+    if len(data.texts) < 2:
+        raise ExportCheckError(
+            f"--validation-data {settings.validation_data}: {len(data.texts)} usable records "
+            f"({data.rejected} rejected); need labelled records for {student.info.dimensions}"
+        )
+    return data
+
+
+def _variants(settings: ExportSettings, folder: Path, external: bool) -> dict[str, Any]:
+    made = {}
+    if settings.quantize == "int8":
+        quantize_int8(folder / VARIANT_FILES["fp32"], folder / VARIANT_FILES["int8"], external)
+        made["int8"] = ort_session(folder / VARIANT_FILES["int8"], settings.threads)
+    if settings.fp16:
+        convert_fp16(folder / VARIANT_FILES["fp32"], folder / VARIANT_FILES["fp16"], external)
+        made["fp16"] = ort_session(folder / VARIANT_FILES["fp16"], settings.threads)
+    return made
+
+
+def _mae_gate(settings: ExportSettings, student: Student, data: Labelled, sessions: dict[str, Any], echo: Echo) -> dict[str, Any]:
+    fp32 = variant_mae("fp32", sessions["fp32"], student, data, settings.bench_batch)
+    figures: dict[str, Any] = {"articles": len(data.texts), "rejected_lines": data.rejected,
+                               "fp32": {"mae": round(fp32.mae, 5), "per_dimension": fp32.per_dimension}}
+    echo(f"MAE vs labels ({len(data.texts)} articles): fp32 {fp32.mae:.4f}")
+    for name in sessions:
+        if name == "fp32":
+            continue
+        figures[name] = gate(variant_mae(name, sessions[name], student, data, settings.bench_batch), fp32, settings.mae_tolerance)
+        echo(f"MAE {name} {figures[name]['mae']:.4f} ({figures[name]['mae_increase']:+.4f})")
+        if not figures[name]["accepted"]:
+            raise ExportCheckError(
+                f"{name} export rejected: MAE {figures[name]['mae']:.4f} vs fp32 {fp32.mae:.4f} "
+                f"(+{figures[name]['mae_increase']:.4f} > {settings.mae_tolerance:g}); export not written"
+            )
+    return figures
+
+
+def _speed(settings: ExportSettings, student: Student, data: Labelled | None, sessions: dict[str, Any]) -> dict[str, Any]:
+    pool = data.texts if data else sample_texts()
+    texts = [pool[i % len(pool)] for i in range(settings.bench_articles)]
+    runners = {"pytorch_fp32": lambda batch: run_torch(student.model, batch)}
+    for name, session in sessions.items():
+        runners[f"onnx_{name}"] = lambda batch, session=session: run_onnx(session, batch)
+    figures = bench.throughput(student, runners, texts, settings.bench_batch, settings.bench_rounds)
+    torch_rate = figures["articles_per_s"]["pytorch_fp32"]
+    figures["speedup_vs_pytorch"] = {k: round(v / torch_rate, 2) for k, v in figures["articles_per_s"].items()}
+    return figures
+
+
+def _tensorrt(settings: ExportSettings, student: Student, folder: Path, echo: Echo) -> dict[str, Any] | None:
+    if not settings.tensorrt:
+        return None
+    if not tensorrt.available():
+        echo(tensorrt.NOT_INSTALLED)
+        return {"built": False, "reason": tensorrt.NOT_INSTALLED}
+    return tensorrt.build_engine(folder / VARIANT_FILES["fp32"], folder / "model.plan",
+                                 settings.bench_batch, student.info.max_tokens, settings.fp16)
+
+
+def _parity_line(parity: dict[str, Any]) -> str:
+    return (f"parity ONNX fp32 vs PyTorch on {parity['texts']} texts: max abs diff "
+            f"right-padded {parity['max_abs_diff_right_padded']:.1e}, "
+            f"left-padded {parity['max_abs_diff_left_padded']:.1e}")
+
+
+def _publish(staging: Path, target: Path) -> None:
+    """Rename into place; an old export (with --overwrite) goes only once the new one is ready."""
+    old = None
+    if target.exists():
+        old = target.parent / f".{target.name}.old-{os.getpid()}"
+        target.rename(old)
+    staging.rename(target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

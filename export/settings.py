@@ -1,0 +1,82 @@
+"""Settings for `distill-export`: one home for every default, checked up front."""
+
+from __future__ import annotations
+
+from dataclasses import MISSING, dataclass, field, fields
+from pathlib import Path
+
+from distill.artifact import INFO_FILE
+from distill.errors import ConfigError
+
+QUANTIZE_CHOICES = ("int8",)
+
+
+@dataclass
+class ExportSettings:
+    model_dir: Path = field(metadata={"help": "trained student folder (holds distill.json)"})
+    output: Path = field(metadata={"help": "export folder to create, e.g. exports/NAME"})
+    onnx: bool = field(default=False, metadata={"help": "also write model.onnx and validate it against PyTorch"})
+    quantize: str | None = field(default=None, metadata={"help": "write model.int8.onnx (dynamic, per-channel); needs --onnx"})
+    fp16: bool = field(default=False, metadata={"help": "write model.fp16.onnx for GPU serving; needs --onnx"})
+    tensorrt: bool = field(default=False, metadata={"help": "build a TensorRT engine (model.plan) when tensorrt is installed"})
+    validation_data: Path | None = field(default=None, metadata={"help": "labelled or training-example JSONL for the MAE gate and parity texts"})
+    validation_limit: int = field(default=500, metadata={"help": "articles of --validation-data used for the MAE gate"})
+    base_model: str | None = field(default=None, metadata={"help": "where the adapter's base model lives, if not where distill.json says"})
+    opset: int = field(default=17, metadata={"help": "ONNX opset (at least 17)"})
+    parity_tolerance: float = field(default=1e-4, metadata={"help": "max abs difference ONNX fp32 vs PyTorch on standardised outputs"})
+    mae_tolerance: float = field(default=0.02, metadata={"help": "how much a quantised variant's MAE may exceed fp32's"})
+    parity_texts: int = field(default=32, metadata={"help": "texts of varied length for the parity check"})
+    bench_batch: int = field(default=16, metadata={"help": "batch size for the articles/s measurement"})
+    bench_articles: int = field(default=64, metadata={"help": "articles per timing round (0: skip timing)"})
+    bench_rounds: int = field(default=3, metadata={"help": "timing rounds; the median round is reported"})
+    threads: int = field(default=0, metadata={"help": "CPU threads for PyTorch and ONNX Runtime (0: all cores)"})
+    overwrite: bool = field(default=False, metadata={"help": "replace an existing export folder"})
+
+    def problems(self) -> list[str]:
+        """Every problem with these settings, each naming the flag and the fix."""
+        found = []
+        if not self.model_dir.is_dir():
+            found.append(f"MODEL_DIR {self.model_dir}: no such folder")
+        elif not (self.model_dir / INFO_FILE).is_file():
+            found.append(f"MODEL_DIR {self.model_dir}: no {INFO_FILE}; is this a distill model folder?")
+        if self.output.exists() and not self.overwrite:
+            found.append(f"--output {self.output} already exists; pass --overwrite to replace it")
+        if self.output.resolve() == self.model_dir.resolve():
+            found.append("--output must differ from MODEL_DIR")
+        if self.quantize is not None and self.quantize not in QUANTIZE_CHOICES:
+            found.append(f"--quantize {self.quantize!r}: choose one of {', '.join(QUANTIZE_CHOICES)}")
+        for flag, used in (("--quantize", self.quantize), ("--fp16", self.fp16), ("--tensorrt", self.tensorrt)):
+            if used and not self.onnx:
+                found.append(f"{flag} works on the ONNX export; add --onnx")
+        if (self.quantize or self.fp16) and self.validation_data is None:
+            found.append("--quantize/--fp16 are gated on MAE against labels; pass --validation-data FILE.jsonl")
+        if self.validation_data is not None and not self.validation_data.is_file():
+            found.append(f"--validation-data {self.validation_data}: no such file")
+        if self.opset < 17:
+            found.append(f"--opset {self.opset}: must be at least 17")
+        for name in ("validation_limit", "parity_texts", "bench_batch", "bench_rounds"):
+            if getattr(self, name) < 1:
+                found.append(f"--{name.replace('_', '-')} must be at least 1")
+        for name in ("bench_articles", "threads"):
+            if getattr(self, name) < 0:
+                found.append(f"--{name.replace('_', '-')} must be 0 or more")
+        if not self.parity_tolerance > 0 or not self.mae_tolerance >= 0:
+            found.append("--parity-tolerance must be > 0 and --mae-tolerance >= 0")
+        return found
+
+    def check(self) -> None:
+        found = self.problems()
+        if found:
+            raise ConfigError("; ".join(found))
+
+    def to_json(self) -> dict:
+        return {f.name: (str(v) if isinstance(v := getattr(self, f.name), Path) else v) for f in fields(self)}
+
+
+def flag_spec(name: str) -> dict:
+    """Help text and default of one settings field, so CLI flags share the dataclass's."""
+    spec = next(f for f in fields(ExportSettings) if f.name == name)
+    found = {"help": spec.metadata["help"]}
+    if spec.default is not MISSING:
+        found["default"] = spec.default
+    return found

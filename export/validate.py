@@ -1,0 +1,113 @@
+"""Checks an export must pass: ONNX vs PyTorch parity and the MAE gate on labels.
+
+Parity compares standardised outputs (the raw head) batch by batch on texts
+of varied length, padded right and left. The reference for a decoder is
+PyTorch on right-padded batches for both sides, since last-token pooling must
+not depend on the padding side; an encoder with absolute positions is compared
+on the very same (left- or right-padded) batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from distill.export.encode import Labelled, batches, encode
+from distill.export.merge import Student
+
+from distill.artifact import TargetScaler
+from distill.errors import DistillError
+
+PADDING_SIDES = ("right", "left")
+
+
+class ExportCheckError(DistillError):
+    """An export failed parity or the accuracy gate; the message says by how much."""
+
+
+@dataclass
+class VariantMAE:
+    name: str
+    mae: float
+    per_dimension: dict[str, float]
+
+
+def ort_session(path: Path, threads: int) -> Any:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def run_onnx(session: Any, batch: dict[str, np.ndarray]) -> np.ndarray:
+    return session.run(["scores"], batch)[0].astype(np.float64)
+
+
+def run_torch(model: Any, batch: dict[str, np.ndarray]) -> np.ndarray:
+    import torch
+
+    with torch.inference_mode():
+        tensors = {k: torch.from_numpy(v) for k, v in batch.items()}
+        return model(**tensors).logits.float().numpy().astype(np.float64)
+
+
+def check_parity(
+    student: Student, session: Any, texts: list[str], batch_size: int, tolerance: float
+) -> dict[str, Any]:
+    """Max abs difference per padding side; raises ExportCheckError above `tolerance`."""
+    info = student.info
+    decoder = info.architecture == "decoder"
+    figures: dict[str, Any] = {"texts": len(texts), "batch_size": batch_size, "tolerance": tolerance}
+    worst = {side: 0.0 for side in PADDING_SIDES}
+    for chunk in batches(texts, batch_size):
+        right = encode(student.tokenizer, chunk, info.max_tokens, info.head_share, "right")
+        reference = run_torch(student.model, right)
+        for side in PADDING_SIDES:
+            batch = right if side == "right" else encode(student.tokenizer, chunk, info.max_tokens, info.head_share, side)
+            expected = reference if decoder or side == "right" else run_torch(student.model, batch)
+            worst[side] = max(worst[side], float(np.abs(run_onnx(session, batch) - expected).max()))
+    figures.update({f"max_abs_diff_{side}_padded": worst[side] for side in PADDING_SIDES})
+    figures["reference"] = "pytorch right-padded" if decoder else "pytorch on the same batch"
+    failed = {side: diff for side, diff in worst.items() if diff > tolerance}
+    if failed:
+        detail = ", ".join(f"{side}-padded {diff:.2e}" for side, diff in failed.items())
+        raise ExportCheckError(
+            f"ONNX fp32 differs from PyTorch by up to {detail} on standardised outputs "
+            f"(tolerance {tolerance:g}); export not written"
+        )
+    return figures
+
+
+def predict_standardised(session: Any, student: Student, texts: list[str], batch_size: int) -> np.ndarray:
+    """ONNX outputs for all texts, batched by length to keep padding low."""
+    info = student.info
+    order = np.argsort([len(t) for t in texts], kind="stable")
+    out = np.zeros((len(texts), len(info.dimensions)))
+    for start in range(0, len(order), batch_size):
+        index = order[start : start + batch_size]
+        batch = encode(student.tokenizer, [texts[i] for i in index], info.max_tokens, info.head_share, "right")
+        out[index] = run_onnx(session, batch)
+    return out
+
+
+def variant_mae(name: str, session: Any, student: Student, data: Labelled, batch_size: int) -> VariantMAE:
+    """MAE on the 0–10 scale (inverse-standardised, clipped) against the labels."""
+    scores = TargetScaler.from_info(student.info).to_scores(
+        predict_standardised(session, student, data.texts, batch_size)
+    )
+    errors = np.abs(scores - data.labels)
+    per_dim = {d: round(float(errors[:, j].mean()), 5) for j, d in enumerate(student.info.dimensions)}
+    return VariantMAE(name, float(errors.mean()), per_dim)
+
+
+def gate(candidate: VariantMAE, fp32: VariantMAE, tolerance: float) -> dict[str, Any]:
+    """Accept a quantised variant only if its MAE is within `tolerance` of fp32's."""
+    excess = candidate.mae - fp32.mae
+    result = {"mae": round(candidate.mae, 5), "fp32_mae": round(fp32.mae, 5),
+              "mae_increase": round(excess, 5), "tolerance": tolerance,
+              "accepted": excess <= tolerance, "per_dimension": candidate.per_dimension}
+    return result
