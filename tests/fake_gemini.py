@@ -64,9 +64,9 @@ class FakeGemini:
         self.by_prompt: dict[str, list[str]] = defaultdict(list)  # prompt sha -> outcomes
         self.request_headers: list[dict[str, str]] = []
         self.batches: dict[str, dict[str, Any]] = {}
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
+        self._server = _QuietServer(("127.0.0.1", 0), self._handler_class())
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
 
     # -- lifecycle --------------------------------------------------------
     @property
@@ -214,6 +214,12 @@ class FakeGemini:
         if output is not None:
             metadata["output"] = output
         return {"name": name, "metadata": metadata, "done": output is not None}
+
+
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request, client_address) -> None:
+        # A killed or timed-out client resets its connection: expected here, not an error.
+        pass
 
 
 def answer(model: str, prompt: str, dims: list[str], fault: str | None) -> dict[str, Any]:
