@@ -29,17 +29,27 @@ def seeded_hash(seed: int, *parts: object) -> str:
     return hashlib.sha256("\0".join(map(str, (seed, *parts))).encode()).hexdigest()
 
 
+@dataclass(frozen=True)
+class Group:
+    tier: str  # the rarest tier among its members: what the group is stratified by
+    members: list[Example]  # sorted by id
+
+    @property
+    def key(self) -> str:
+        return self.members[0].id
+
+
 @dataclass
 class Stratum:
     tiers: list[str]  # filter order, highest first
     low: float  # overall-score bin [low, high)
     high: float
-    groups: list[list[Example]] = field(default_factory=list)
+    groups: list[Group] = field(default_factory=list)
     per_split: dict[str, int] = field(default_factory=dict)  # examples
 
     @property
     def examples(self) -> int:
-        return sum(len(g) for g in self.groups)
+        return sum(len(g.members) for g in self.groups)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -63,7 +73,7 @@ def split_examples(
     splits: dict[str, list[Example]] = {name: [] for name in SPLITS}
     for stratum in strata:
         for name, groups in allocate(stratum.groups, ratios, seed).items():
-            members = [ex for group in groups for ex in group]
+            members = [ex for group in groups for ex in group.members]
             splits[name] += members
             stratum.per_split[name] = len(members)
     return {name: sorted(rows, key=lambda ex: ex.id) for name, rows in splits.items()}, strata
@@ -83,7 +93,7 @@ def make_strata(
     for key in sorted(members):
         group = members[key]
         rarest = min(group, key=lambda ex: (tier_count[ex.tier], order.index(ex.tier))).tier
-        strata[order.index(rarest)].groups.append(group)
+        strata[order.index(rarest)].groups.append(Group(rarest, group))
     strata = [s for s in strata if s.groups]
     while len(strata) > 1:
         small = next((i for i, s in enumerate(strata) if len(s.groups) < min_groups), None)
@@ -92,29 +102,33 @@ def make_strata(
         # The tier below is the usual neighbour; the lowest stratum merges upwards.
         upper, lower = (small, small + 1) if small + 1 < len(strata) else (small - 1, small)
         merged = Stratum(strata[upper].tiers + strata[lower].tiers, strata[lower].low, strata[upper].high)
-        merged.groups = sorted(strata[upper].groups + strata[lower].groups, key=lambda g: g[0].id)
+        merged.groups = strata[upper].groups + strata[lower].groups
         strata[upper : lower + 1] = [merged]
     return strata
 
 
-def allocate(
-    groups: list[list[Example]], ratios: dict[str, float], seed: int
-) -> dict[str, list[list[Example]]]:
-    """Deal one stratum's groups to the splits in hash order."""
+def allocate(groups: list[Group], ratios: dict[str, float], seed: int) -> dict[str, list[Group]]:
+    """Deal one stratum's groups to the splits in hash order.
+
+    Each tier of the stratum with a group for every split first sends one
+    group to each (smallest share first, so a three-group tier still lands in
+    val and test); every other group goes to the split furthest below its share.
+    """
     active = [name for name in SPLITS if ratios[name] > 0]
-    total = sum(len(g) for g in groups)
+    total = sum(len(g.members) for g in groups)
     target = {name: ratios[name] * total for name in active}
-    out: dict[str, list[list[Example]]] = {name: [] for name in SPLITS}
+    out: dict[str, list[Group]] = {name: [] for name in SPLITS}
     size = dict.fromkeys(active, 0)
-    ordered = sorted(groups, key=lambda g: seeded_hash(seed, "split", g[0].id))
-    # Smallest shares first, so a three-group tier still lands in val and test.
+    ordered = sorted(groups, key=lambda g: seeded_hash(seed, "split", g.key))
     seeding = sorted(active, key=lambda name: (ratios[name], SPLITS.index(name)))
-    seed_first = len(ordered) >= len(seeding)
-    for i, group in enumerate(ordered):
-        if seed_first and i < len(seeding):
-            name = seeding[i]
+    tier_groups = Counter(g.tier for g in groups)
+    seeded: Counter[str] = Counter()
+    for group in ordered:
+        if tier_groups[group.tier] >= len(seeding) and seeded[group.tier] < len(seeding):
+            name = seeding[seeded[group.tier]]
+            seeded[group.tier] += 1
         else:
             name = max(active, key=lambda n: (target[n] - size[n], -SPLITS.index(n)))
         out[name].append(group)
-        size[name] += len(group)
+        size[name] += len(group.members)
     return out
