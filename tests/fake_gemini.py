@@ -121,6 +121,8 @@ class FakeGemini:
         """One generateContent call: (HTTP status, JSON body)."""
         prompt = "".join(p.get("text", "") for c in body.get("contents", []) for p in c.get("parts", []))
         dims = _schema_dimensions(body.get("generationConfig", {}))
+        if model.startswith("no-such"):
+            return 404, _error(404, "NOT_FOUND", f"models/{model} is not found for API version {API_VERSION}")
         fault = self._pick_fault(prompt)
         if self.latency_s:
             time.sleep(self.latency_s)
