@@ -16,11 +16,12 @@ from distill.errors import ConfigError
 from distill.filter_spec import FilterSpec, load_filter
 from distill.prepare.dedup import (
     NEAR_DUP_METHOD,
+    Duplicate,
     drop_duplicate_ids,
     groups_of,
     near_duplicate_groups,
 )
-from distill.prepare.oversample import oversample, tier_weights
+from distill.prepare.oversample import Balance, oversample, tier_weights
 from distill.prepare.report import (
     missing_tier_warnings,
     reject_reasons,
@@ -28,9 +29,9 @@ from distill.prepare.report import (
     write_report,
 )
 from distill.prepare.settings import SPLITS, PrepareSettings
-from distill.prepare.split import split_examples
+from distill.prepare.split import Stratum, split_examples
 from distill.prepare.truncate import StudentTruncation
-from distill.prepare.validate import Example, load_labelled
+from distill.prepare.validate import Example, LoadResult, load_labelled
 from distill.records import dumps_line
 
 REPORT_NAME = "prepare_report.json"
@@ -41,6 +42,22 @@ REJECTS_NAME = "rejects.jsonl"
 class PrepareResult:
     output_dir: Path
     report: dict[str, Any]
+
+
+@dataclass
+class Prepared:
+    """Everything a run decided, kept for the report."""
+
+    spec: FilterSpec
+    loaded: LoadResult
+    duplicates: list[Duplicate]
+    examples: list[Example]
+    truncation: StudentTruncation
+    group_key: dict[str, str]
+    splits: dict[str, list[Example]]  # natural, sorted by id
+    strata: list[Stratum]
+    written: dict[str, list[Example]]  # as written: train with copies, in seeded order
+    balance: Balance
 
 
 def default_output_dir(spec: FilterSpec) -> Path:
@@ -68,15 +85,26 @@ def run_prepare(settings: PrepareSettings) -> PrepareResult:
     else:
         train_rows, balance = oversample(splits["train"], settings.oversample_ratio, settings.seed)
     written = {"train": train_rows, "val": splits["val"], "test": splits["test"]}
+    run = Prepared(spec, loaded, duplicates, examples, truncation, group_key, splits, strata, written, balance)
 
     out.mkdir(parents=True, exist_ok=True)
     for name in SPLITS:
-        write_jsonl(out / f"{name}.jsonl", [training_row(ex, balance.weights) for ex in written[name]])
+        weights = balance.weights if name == "train" else {}  # val and test stay natural
+        write_jsonl(out / f"{name}.jsonl", [training_row(ex, weights) for ex in written[name]])
     rejects = loaded.rejects + [d.to_reject() for d in duplicates]
     write_jsonl(out / REJECTS_NAME, [r.to_json() for r in rejects])
     if not rejects:
         (out / REJECTS_NAME).unlink()  # a stale file from an earlier run would mislead
-    report = {
+    report = build_report(settings, out, run)
+    write_report(out / REPORT_NAME, report)
+    return PrepareResult(out, report)
+
+
+def build_report(settings: PrepareSettings, out: Path, run: Prepared) -> dict[str, Any]:
+    """How the splits were made: inputs, filter, settings, counts and decisions."""
+    spec, loaded = run.spec, run.loaded
+    rejects = loaded.rejects + [d.to_reject() for d in run.duplicates]
+    return {
         "distill_version": __version__,
         "output_dir": str(out),
         "filter": {
@@ -90,24 +118,22 @@ def run_prepare(settings: PrepareSettings) -> PrepareResult:
         "counts": {
             "records_read": len(loaded.examples) + len(loaded.rejects),
             "rejected": len(loaded.rejects),
-            "duplicate_ids": len(duplicates),
-            "examples": len(examples),
+            "duplicate_ids": len(run.duplicates),
+            "examples": len(run.examples),
         },
-        "splits": {n: split_summary(spec, splits[n], written[n]) for n in SPLITS},
-        "strata": [s.to_json() for s in strata],
-        "balancing": balance.to_json(),
-        "truncation": truncation.describe(),
-        "near_duplicates": near_duplicate_summary(group_key),
-        "duplicates": [d.to_json() for d in duplicates],
+        "splits": {n: split_summary(spec, run.splits[n], run.written[n]) for n in SPLITS},
+        "strata": [s.to_json() for s in run.strata],
+        "balancing": run.balance.to_json(),
+        "truncation": run.truncation.describe(),
+        "near_duplicates": near_duplicate_summary(run.group_key),
+        "duplicates": [d.to_json() for d in run.duplicates],
         "rejects": {
             "count": len(loaded.rejects),
-            "file": str(out / REJECTS_NAME) if rejects else None,
+            "file": str(out / REJECTS_NAME) if rejects else None,  # also holds dropped duplicate ids
             "reasons": reject_reasons([r.reason for r in rejects]),
         },
-        "warnings": missing_tier_warnings(spec, splits, settings.ratios),
+        "warnings": missing_tier_warnings(spec, run.splits, settings.ratios),
     }
-    write_report(out / REPORT_NAME, report)
-    return PrepareResult(out, report)
 
 
 def near_duplicate_summary(group_key: dict[str, str]) -> dict[str, Any]:
@@ -121,7 +147,7 @@ def near_duplicate_summary(group_key: dict[str, str]) -> dict[str, Any]:
 
 
 def training_row(example: Example, weights: dict[str, float]) -> dict[str, Any]:
-    """The training-example form train/ reads; `weight` only with --weighting."""
+    """The training-example form train/ reads; `weight` only in train with --weighting."""
     row: dict[str, Any] = {
         "id": example.id,
         "text": example.text,
