@@ -57,7 +57,7 @@ class FakeGemini:
         self.script: list[str] = []
         self.per_prompt: dict[str, str] = {}  # marker in the prompt -> fault
         self.batch_polls_until_done = batch_polls_until_done
-        self.batch_drop_keys: set[str] = set()  # keys answered with an error in a batch
+        self.batch_drop_keys: set[str] = set()  # keys answered with an error, once each
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
         self.calls: list[dict[str, Any]] = []  # one per generateContent call
@@ -198,6 +198,7 @@ class FakeGemini:
                 request = item["request"]
                 prompt = "".join(p.get("text", "") for c in request["contents"] for p in c.get("parts", []))
                 if key in self.batch_drop_keys:
+                    self.batch_drop_keys.discard(key)
                     self._record(prompt, "batch_error")
                     responses.append({"metadata": item.get("metadata"), "error": {"code": 13, "message": "internal"}})
                     continue

@@ -27,7 +27,7 @@ def write_articles(path: Path, n: int, start: int = 0) -> Path:
 def label_args(source: Path, out: Path, url: str, *extra: str) -> list[str]:
     return ["--source", str(source), "--output-dir", str(out), "--base-url", url,
             "--api-version", API_VERSION, "--no-progress", "--backoff-base", "0.01",
-            "--backoff-max", "0.05", "--timeout", "2", *extra]
+            "--backoff-max", "0.05", "--timeout", "10", *extra]
 
 
 def read_output(out: Path) -> list[dict]:

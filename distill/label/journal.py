@@ -17,7 +17,7 @@ import hashlib
 import json
 import sqlite3
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -89,6 +89,7 @@ def _m003_batch_jobs(db: sqlite3.Connection) -> None:
             state TEXT NOT NULL,
             keys TEXT NOT NULL             -- JSON list of call keys in the job
         );
+        ALTER TABLE calls ADD COLUMN batch_job TEXT;
         """
     )
 
@@ -142,10 +143,11 @@ class Journal:
         self.db.close()
 
     def mark_interrupted(self) -> int:
-        """Calls left pending by a killed run: their outcome is unknown, so they count as failed."""
+        """Sync calls left pending by a killed run: their outcome is unknown, so they
+        count as failed. Pending batch calls stay: their job still runs server-side."""
         with self.db:
             return self.db.execute(
-                "UPDATE calls SET status='interrupted' WHERE status='pending'"
+                "UPDATE calls SET status='interrupted' WHERE status='pending' AND batch_job IS NULL"
             ).rowcount
 
     def label(self, key: str) -> Label | None:
@@ -157,12 +159,12 @@ class Journal:
     def attempts(self, key: str) -> int:
         return self.db.execute("SELECT COUNT(*) FROM calls WHERE key=?", (key,)).fetchone()[0]
 
-    def start_call(self, key: str, article_id: str, attempt: int, run_id: str, mode: str = "sync") -> int:
+    def start_call(self, key: str, article_id: str, attempt: int, run_id: str) -> int:
         with self.db:
             cursor = self.db.execute(
                 "INSERT INTO calls (key, article_id, attempt, status, started_at, run_id, mode) "
-                "VALUES (?, ?, ?, 'pending', ?, ?, ?)",
-                (key, article_id, attempt, utc_now(), run_id, mode),
+                "VALUES (?, ?, ?, 'pending', ?, ?, 'sync')",
+                (key, article_id, attempt, utc_now(), run_id),
             )
         return cursor.lastrowid
 
@@ -213,18 +215,28 @@ class Journal:
         return float(value) if value is not None else None
 
     # -- batch jobs -----------------------------------------------------------
-    def add_batch(self, name: str, run_id: str, keys: Iterable[str]) -> None:
+    def add_batch(self, name: str, run_id: str, keys: dict[str, tuple[str, int]]) -> None:
+        """A submitted job and one pending call per key (key -> (article id, attempt))."""
+        now = utc_now()
         with self.db:
-            self.db.execute(
-                "INSERT INTO batch_jobs VALUES (?, ?, ?, 'SUBMITTED', ?)",
-                (name, run_id, utc_now(), json.dumps(list(keys))),
+            self.db.execute("INSERT INTO batch_jobs VALUES (?, ?, ?, 'SUBMITTED', ?)",
+                            (name, run_id, now, json.dumps(list(keys))))
+            self.db.executemany(
+                "INSERT INTO calls (key, article_id, attempt, status, started_at, run_id, mode, batch_job) "
+                "VALUES (?, ?, ?, 'pending', ?, ?, 'batch', ?)",
+                [(key, article_id, attempt, now, run_id, name) for key, (article_id, attempt) in keys.items()],
             )
 
     def open_batches(self) -> list[tuple[str, list[str]]]:
         rows = self.db.execute(
-            "SELECT name, keys FROM batch_jobs WHERE state NOT IN ('COLLECTED') ORDER BY submitted_at"
+            "SELECT name, keys FROM batch_jobs WHERE state != 'COLLECTED' ORDER BY submitted_at"
         ).fetchall()
         return [(name, json.loads(keys)) for name, keys in rows]
+
+    def batch_call_id(self, name: str, key: str) -> int | None:
+        row = self.db.execute("SELECT id FROM calls WHERE batch_job=? AND key=? AND status='pending'",
+                              (name, key)).fetchone()
+        return row[0] if row else None
 
     def set_batch_state(self, name: str, state: str) -> None:
         with self.db:

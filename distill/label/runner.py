@@ -61,6 +61,18 @@ class Job:
     articles: list[Article]
 
 
+def make_job(spec: FilterSpec, config: GenerationConfig, article: Article) -> Job:
+    """The prompt the oracle gets for an article, and its journal key."""
+    text = oracle_text(spec, article)
+    return Job(call_key(spec.prompt_sha256, text, config), spec.render_prompt(text), [article])
+
+
+def worst_case_cost(pricing: Pricing, config: GenerationConfig, prompt: str) -> float:
+    """At most one token per 2 UTF-8 bytes in; a full-length answer plus thinking out."""
+    worst_in = len(prompt.encode("utf-8")) // 2 + 1
+    return pricing.cost(worst_in, config.max_output_tokens + config.thinking_budget)
+
+
 class Budget:
     """Spend so far plus the worst case of every call in flight stays under the cap."""
 
@@ -132,11 +144,6 @@ class SyncRunner:
         self._inflight: dict[str, Job] = {}
         self._stop = asyncio.Event()
 
-    def make_job(self, article: Article) -> Job:
-        text = oracle_text(self.spec, article)
-        key = call_key(self.spec.prompt_sha256, text, self.config)
-        return Job(key, self.spec.render_prompt(text), [article])
-
     async def run(self, articles: Iterable[Article]) -> RunStats:
         start = time.monotonic()
         queue: asyncio.Queue[Job | None] = asyncio.Queue(maxsize=self.concurrency * 2)
@@ -157,7 +164,7 @@ class SyncRunner:
         for article in articles:
             if self._stop.is_set():
                 return
-            job = self.make_job(article)
+            job = make_job(self.spec, self.config, article)
             label = self.journal.label(job.key)
             if label is not None:  # paid for already (an earlier run, or a twin article)
                 self.writer.write(label, [article], from_journal=True)
@@ -177,17 +184,12 @@ class SyncRunner:
             finally:
                 self._inflight.pop(job.key, None)
 
-    def _worst_case_cost(self, prompt: str) -> float:
-        # At most one token per 2 UTF-8 bytes in, and a full-length answer plus thinking out.
-        worst_in = len(prompt.encode("utf-8")) // 2 + 1
-        return self.pricing.cost(worst_in, self.config.max_output_tokens + self.config.thinking_budget)
-
     async def _label(self, job: Job) -> None:
         previous = self.journal.attempts(job.key)
         estimate = len(job.prompt) // 4 + self.expected_output_tokens
         last_kind = ""
         for retry_no in range(self.max_attempts):
-            worst = self._worst_case_cost(job.prompt)
+            worst = worst_case_cost(self.pricing, self.config, job.prompt)
             if not self.budget.reserve(worst):
                 self.stats.stopped = BUDGET
                 self.stats.not_attempted += len(job.articles)
