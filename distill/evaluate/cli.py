@@ -1,14 +1,37 @@
-"""`distill-evaluate`: not built yet (see the open issue for this stage)."""
+"""`distill-evaluate`: score a student on test against the oracle and baselines."""
+
+from __future__ import annotations
+
+from pathlib import Path
 
 import click
 
 from distill.cli import run_main
 
 
-@click.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
-def command() -> None:
-    """Not built yet: this stage is planned but does nothing so far."""
-    raise click.ClickException("distill-evaluate is not built yet")
+@click.command()
+@click.option("--model-checkpoint", type=click.Path(path_type=Path), required=True,
+              help="model folder written by distill-train (or a merged export with distill.json)")
+@click.option("--data-dir", type=click.Path(path_type=Path), required=True,
+              help="folder with train/val/test.jsonl from distill-prepare: test is scored, val fits "
+                   "post-processing, train fits the baselines")
+@click.option("--output", type=click.Path(path_type=Path), default=Path("reports/model_evaluation.md"),
+              show_default=True, help="markdown report; metrics.json and PNG plots go beside it")
+@click.option("--calibrate", is_flag=True, default=False, show_default=True,
+              help="fit per-dimension calibration on val and save calibration.json in the model folder "
+                   "(later stages apply it)")
+@click.option("--calibration-method", type=click.Choice(["isotonic", "linear"]), default="isotonic",
+              show_default=True, help="isotonic (monotone map) or linear (variance-restoring line)")
+@click.option("--batch-size", type=int, default=32, show_default=True, help="articles per forward pass")
+@click.option("--num-threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
+def command(**kwargs) -> None:
+    """Per-dimension MAE/RMSE/Spearman, overall MAE, tier accuracy, per-tier
+    precision/recall/F1 and confusion matrix, the seed's success criteria, and
+    TF-IDF + ridge and mean baselines side by side under the same post-processing.
+    """
+    from distill.evaluate.run import EvaluateSettings, evaluate
+
+    evaluate(EvaluateSettings(**kwargs), echo=click.echo)
 
 
 main = run_main(command)

@@ -1,0 +1,94 @@
+"""Regression and tier metrics of predicted dimension scores against the oracle's.
+
+Overall scores and tiers come from distill.scoring only, for predictions and
+labels alike, so a tier here means what it means in labelling and scoring.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from distill.filter_spec import FilterSpec
+from distill.scoring import overall_scores, tiers_for
+
+# The seed guide's success criteria.
+MAX_DIMENSION_MAE = 1.5
+MIN_TIER_ACCURACY = 0.70
+MIN_TOP_TIER_RECALL = 0.60
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    from scipy.stats import spearmanr
+
+    if np.std(a) == 0 or np.std(b) == 0:
+        return float("nan")  # a constant predictor has no ranking
+    return float(spearmanr(a, b).statistic)
+
+
+def tier_report(spec: FilterSpec, true_tiers: list[str], pred_tiers: list[str]) -> dict[str, Any]:
+    """Accuracy, per-tier precision/recall/F1/support and the confusion matrix (rows: oracle)."""
+    names = spec.tier_names
+    index = {name: i for i, name in enumerate(names)}
+    confusion = np.zeros((len(names), len(names)), dtype=int)
+    for t, p in zip(true_tiers, pred_tiers, strict=True):
+        confusion[index[t], index[p]] += 1
+    per_tier = {}
+    for i, name in enumerate(names):
+        tp, predicted, support = confusion[i, i], confusion[:, i].sum(), confusion[i, :].sum()
+        precision = tp / predicted if predicted else 0.0
+        recall = tp / support if support else float("nan")
+        f1 = 2 * precision * recall / (precision + recall) if support and precision + recall else 0.0
+        per_tier[name] = {"precision": float(precision), "recall": float(recall), "f1": float(f1),
+                          "support": int(support), "predicted": int(predicted)}
+    return {
+        "accuracy": float(np.trace(confusion) / max(1, confusion.sum())),
+        "per_tier": per_tier,
+        "confusion": {"labels": names, "matrix": confusion.tolist()},
+    }
+
+
+def evaluate_predictions(spec: FilterSpec, pred: np.ndarray, true: np.ndarray) -> dict[str, Any]:
+    """Every metric of one prediction set [N, D] against the oracle labels [N, D]."""
+    pred, true = np.asarray(pred, dtype=float), np.asarray(true, dtype=float)
+    errors = pred - true
+    dims = {
+        name: {"mae": float(np.abs(errors[:, j]).mean()), "rmse": float(np.sqrt((errors[:, j] ** 2).mean())),
+               "spearman": spearman(pred[:, j], true[:, j])}
+        for j, name in enumerate(spec.dimension_names)
+    }
+    pred_overall, true_overall = overall_scores(spec, pred), overall_scores(spec, true)
+    tiers = tier_report(spec, tiers_for(spec, true_overall), tiers_for(spec, pred_overall))
+    return {
+        "mae": float(np.abs(errors).mean()),
+        "dimensions": dims,
+        "overall_mae": float(np.abs(pred_overall - true_overall).mean()),
+        "overall_spearman": spearman(pred_overall, true_overall),
+        "tiers": tiers,
+    }
+
+
+def top_populated_tier(spec: FilterSpec, metrics: dict[str, Any]) -> str | None:
+    """The highest tier (above the lowest) that has oracle examples in this split."""
+    for name in spec.tier_names[:-1]:
+        if metrics["tiers"]["per_tier"][name]["support"] > 0:
+            return name
+    return None
+
+
+def success_criteria(spec: FilterSpec, metrics: dict[str, Any]) -> list[dict[str, Any]]:
+    """The seed's criteria, each with its value and pass/fail."""
+    worst = max(metrics["dimensions"].items(), key=lambda kv: kv[1]["mae"])
+    checks = [
+        {"criterion": f"MAE < {MAX_DIMENSION_MAE} on every dimension", "value": f"worst {worst[0]} {worst[1]['mae']:.3f}",
+         "passed": worst[1]["mae"] < MAX_DIMENSION_MAE},
+        {"criterion": f"tier accuracy >= {MIN_TIER_ACCURACY:.0%}", "value": f"{metrics['tiers']['accuracy']:.1%}",
+         "passed": metrics["tiers"]["accuracy"] >= MIN_TIER_ACCURACY},
+    ]
+    top = top_populated_tier(spec, metrics)
+    if top is not None:
+        recall = metrics["tiers"]["per_tier"][top]["recall"]
+        checks.append({"criterion": f"recall of top populated tier ({top}) >= {MIN_TOP_TIER_RECALL:.0%}",
+                       "value": f"{recall:.3f}", "passed": bool(recall >= MIN_TOP_TIER_RECALL)})
+    return checks

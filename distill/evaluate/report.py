@@ -1,0 +1,110 @@
+"""The markdown evaluation report, from the metrics dict evaluate() builds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from distill.filter_spec import FilterSpec
+
+PREDICTORS = {"student": "student", "tfidf_ridge": "TF-IDF + ridge", "mean": "mean predictor"}
+
+
+def _f(value: float, digits: int = 3) -> str:
+    return "n/a" if value != value else f"{value:.{digits}f}"  # NaN check without numpy
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    return lines + ["| " + " | ".join(row) + " |" for row in rows]
+
+
+def _top_tier(spec: FilterSpec, metrics: dict[str, Any]) -> str:
+    tiers = metrics["student"]["tiers"]["per_tier"]
+    return next((t for t in spec.tier_names[:-1] if tiers[t]["support"]), spec.tier_names[0])
+
+
+def write_report(path: Path, spec: FilterSpec, metrics: dict[str, Any], figures: dict[str, Path]) -> Path:
+    student = metrics["student"]
+    top = _top_tier(spec, metrics)
+    lines = [
+        f"# Evaluation: {metrics['artifact']}",
+        "",
+        f"Model `{metrics['model']}`, filter `{metrics['filter']}`, {metrics['test_examples']} test articles; "
+        f"post-processing as shipped: {metrics['post_processing']}. Student prediction took "
+        f"{metrics['predict_seconds']} s for val + test.",
+        "",
+        "## Success criteria",
+        "",
+        *_table(["criterion", "value", "result"],
+                [[c["criterion"], c["value"], "PASS" if c["passed"] else "FAIL"] for c in metrics["criteria"]]),
+        "",
+        "## Per dimension (student as shipped)",
+        "",
+        *_table(["dimension", "MAE", "RMSE", "Spearman"],
+                [[n, _f(d["mae"]), _f(d["rmse"]), _f(d["spearman"])] for n, d in student["dimensions"].items()]),
+        "",
+        f"Mean MAE over dimensions {_f(student['mae'])}; overall-score MAE {_f(student['overall_mae'])} "
+        f"(Spearman {_f(student['overall_spearman'])}).",
+        "",
+        "## Student vs baselines, under the same post-processing",
+        "",
+        "Every post-processing is fitted on val for each predictor separately and applied to test.",
+        "",
+        *_comparison(metrics, top),
+        "",
+        "## Tiers (student as shipped)",
+        "",
+        f"Tier accuracy {student['tiers']['accuracy']:.1%}.",
+        "",
+        *_table(["tier", "precision", "recall", "F1", "support", "predicted"],
+                [[t, _f(m["precision"]), _f(m["recall"]), _f(m["f1"]), str(m["support"]), str(m["predicted"])]
+                 for t, m in student["tiers"]["per_tier"].items()]),
+        "",
+        "Confusion matrix (rows: oracle tier, columns: student tier):",
+        "",
+        *_confusion(student["tiers"]["confusion"]),
+        "",
+        *[f"![{name}]({p.name})" for name, p in figures.items()],
+        "",
+        "## How it was trained",
+        "",
+        *_training(metrics.get("training", {})),
+    ]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def _comparison(metrics: dict[str, Any], top: str) -> list[str]:
+    rows = []
+    for post in metrics["variants"]["student"]:
+        tfidf = metrics["variants"]["tfidf_ridge"][post]["mae"]
+        for key, label in PREDICTORS.items():
+            m = metrics["variants"][key][post]
+            gain = "" if key == "tfidf_ridge" else f"{(tfidf - m['mae']) / tfidf:+.1%}"
+            rows.append([post, label, _f(m["mae"]), gain, _f(m["overall_mae"]), f"{m['tiers']['accuracy']:.1%}",
+                         _f(m["tiers"]["per_tier"][top]["recall"]), _f(m["tiers"]["per_tier"][top]["precision"])])
+    header = ["post-processing", "predictor", "MAE", "below TF-IDF", "overall MAE", "tier acc.",
+              f"{top} recall", f"{top} precision"]
+    return _table(header, rows)
+
+
+def _confusion(confusion: dict[str, Any]) -> list[str]:
+    labels = confusion["labels"]
+    return _table(["oracle \\ student", *labels],
+                  [[label, *map(str, row)] for label, row in zip(labels, confusion["matrix"], strict=True)])
+
+
+def _training(training: dict[str, Any]) -> list[str]:
+    if not training:
+        return ["(no training record in distill.json)"]
+    keys = ("model_name", "epochs", "batch_size", "learning_rate", "loss", "tier_balance", "full_finetune",
+            "lora_rank", "max_length", "seed", "train_seconds", "train_examples")
+    rows = [[k, f"`{training[k]}`"] for k in keys if k in training]
+    flags = " ".join(
+        f"--{k.replace('_', '-')}" + ("" if v is True else f" {v}")
+        for k, v in training.items()
+        if k in keys[:-2] and v not in (None, False) and k != "train_seconds"
+    )
+    return [*_table(["setting", "value"], rows), "", "Retrain with:", "",
+            f"    distill-train --filter <filter> --data-dir <splits> {flags}"]
