@@ -1,14 +1,206 @@
-"""`distill-bench`: not built yet (see the open issue for this stage)."""
+"""`distill-bench`: benchmark harnesses that put every claim beside its baseline.
+
+Each subcommand prints a table and writes <output-dir>/<name>[-<tag>].json
+(machine, date, commit, command, settings, rows) and a markdown table beside
+it. The group only dispatches; the work lives in one module per subcommand,
+and torch is imported only once a subcommand runs.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import MISSING, fields
+from pathlib import Path
+from typing import Any
 
 import click
+from distill.benchmarks.common import DEFAULT_OUTPUT_DIR, BenchResult, report
+from distill.benchmarks.corpus import CorpusSettings
+from distill.benchmarks.gpu_shapes import GpuShapesSettings
+from distill.benchmarks.quality import QualitySettings
 
 from distill.cli import run_main
 
 
-@click.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+def _field(cls: type, name: str) -> Any:
+    return next(f for f in fields(cls) if f.name == name)
+
+
+def setting(cls: type, flag: str, name: str, **kwargs: Any) -> Any:
+    """A click option whose help and default come from the settings dataclass."""
+    item = _field(cls, name)
+    if "default" not in kwargs and not kwargs.get("required"):
+        default = item.default if item.default is not MISSING else None
+        kwargs["default"] = ",".join(default) if isinstance(default, tuple) else default
+    kwargs.setdefault("show_default", True)
+    return click.option(flag, name, help=item.metadata["help"], **kwargs)
+
+
+def output_options(func: Any) -> Any:
+    func = click.option("--tag", default="", show_default=True,
+                        help="suffix of the results files (<name>-<tag>.json), e.g. the machine")(func)
+    return click.option("--output-dir", type=click.Path(file_okay=False, path_type=Path),
+                        default=DEFAULT_OUTPUT_DIR, show_default=True,
+                        help="folder for the results JSON and markdown")(func)
+
+
+def finish(result: BenchResult, output_dir: Path, tag: str) -> None:
+    if tag:
+        result.name = f"{result.name}-{tag}"
+    report(result, output_dir)
+
+
+@click.group()
 def command() -> None:
-    """Not built yet: this stage is planned but does nothing so far."""
-    raise click.ClickException("distill-bench is not built yet")
+    """Benchmarks: corpus, throughput, gpu-shapes, quality.
+
+    Every subcommand prints a table and writes JSON + markdown (machine, date,
+    commit and command included) under --output-dir. See benchmarks/README.md.
+    """
+
+
+@command.command("corpus")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="JSONL file to write (.jsonl or .jsonl.gz); replaced if it exists")
+@setting(CorpusSettings, "--count", "count", type=int)
+@setting(CorpusSettings, "--source", "source", type=click.Path(dir_okay=False, path_type=Path))
+@setting(CorpusSettings, "--seed", "seed", type=int)
+@setting(CorpusSettings, "--id-prefix", "id_prefix")
+@setting(CorpusSettings, "--perturb", "perturb", type=float)
+@setting(CorpusSettings, "--short-share", "short_share", type=float)
+@setting(CorpusSettings, "--short-median-words", "short_median_words", type=int)
+@setting(CorpusSettings, "--median-words", "median_words", type=int)
+@setting(CorpusSettings, "--sigma", "sigma", type=float)
+@setting(CorpusSettings, "--min-words", "min_words", type=int)
+@setting(CorpusSettings, "--max-words", "max_words", type=int)
+@output_options
+def corpus_command(output: Path, output_dir: Path, tag: str, **values: Any) -> None:
+    """Write an N-article JSONL corpus with a realistic length mix for scale runs.
+
+    With --source, real articles are sampled with replacement under new ids and
+    lightly perturbed; without it, text is generated. Same seed, same file.
+    """
+    from distill.benchmarks.corpus import write_corpus
+
+    settings = CorpusSettings(**values)
+    stats = write_corpus(settings, output)
+    kind = f"sampled from {settings.source}" if settings.source else "generated"
+    finish(BenchResult(
+        name="corpus", title=f"corpus {output} ({kind})", columns=list(stats.summary_rows()[0]),
+        rows=stats.summary_rows(), settings={"output": str(output), **_plain(settings)},
+    ), output_dir, tag)
+
+
+@command.command("gpu-shapes")
+@setting(GpuShapesSettings, "--sizes", "sizes")
+@setting(GpuShapesSettings, "--tiny", "tiny", is_flag=True)
+@setting(GpuShapesSettings, "--device", "device", type=click.Choice(["auto", "cuda", "cpu"]))
+@setting(GpuShapesSettings, "--articles", "articles", type=int)
+@setting(GpuShapesSettings, "--max-tokens", "max_tokens", type=int)
+@setting(GpuShapesSettings, "--token-budget", "token_budget", type=int)
+@setting(GpuShapesSettings, "--max-batch", "max_batch", type=int)
+@setting(GpuShapesSettings, "--baseline-batch", "baseline_batch", type=int)
+@setting(GpuShapesSettings, "--train-batch", "train_batch", type=int)
+@setting(GpuShapesSettings, "--train-tokens", "train_tokens", type=int)
+@setting(GpuShapesSettings, "--train-steps", "train_steps", type=int)
+@setting(GpuShapesSettings, "--warmup-steps", "warmup_steps", type=int)
+@setting(GpuShapesSettings, "--lora-rank", "lora_rank", type=int)
+@setting(GpuShapesSettings, "--cap-gib", "cap_gib", type=float)
+@setting(GpuShapesSettings, "--capped-token-budget", "capped_token_budget", type=int)
+@setting(GpuShapesSettings, "--peak-size", "peak_size", type=int)
+@setting(GpuShapesSettings, "--seed", "seed", type=int)
+@setting(GpuShapesSettings, "--source", "source", type=click.Path(dir_okay=False, path_type=Path))
+@setting(GpuShapesSettings, "--tokenizer", "tokenizer", type=click.Path(file_okay=False, path_type=Path))
+@output_options
+def gpu_shapes_command(output_dir: Path, tag: str, sizes: str, **values: Any) -> None:
+    """Random-weight Qwen2.5 0.5B/1.5B/7B: scoring ms/article against a plain
+    transformers loop, LoRA training tokens/s and peak memory, and what fits
+    under a 16 GiB cap. Needs CUDA; without it, says so and exits 0.
+    """
+    from distill.benchmarks.gpu_shapes import run_gpu_shapes
+
+    settings = GpuShapesSettings(sizes=tuple(s.strip() for s in sizes.split(",") if s.strip()), **values)
+    settings.validate()
+    result = run_gpu_shapes(settings)
+    if result is None:
+        click.echo(_no_cuda_message())
+        return
+    finish(result, output_dir, tag)
+
+
+def _no_cuda_message() -> str:
+    import torch
+
+    build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
+    return (
+        f"gpu-shapes needs a CUDA GPU, and torch {torch.__version__} ({build}) sees none; nothing "
+        "was measured. Run it on a GPU machine (benchmarks/gpu_check.sh), or check its logic on "
+        "this CPU with: distill-bench gpu-shapes --tiny --device cpu"
+    )
+
+
+@command.command("quality")
+@setting(QualitySettings, "--model", "model", type=click.Path(file_okay=False, path_type=Path), required=True)
+@setting(QualitySettings, "--data", "data", type=click.Path(path_type=Path), required=True)
+@setting(QualitySettings, "--filter", "filter")
+@setting(QualitySettings, "--split", "split", type=click.Choice(["test", "val"]))
+@setting(QualitySettings, "--seed", "seed", type=int)
+@setting(QualitySettings, "--limit", "limit", type=int)
+@setting(QualitySettings, "--batch-size", "batch_size", type=int)
+@output_options
+def quality_command(output_dir: Path, tag: str, **values: Any) -> None:
+    """Student against the oracle on held-out labels, beside a mean predictor and
+    TF-IDF + ridge trained on the same train split: MAE per dimension,
+    overall-score MAE and tier metrics.
+    """
+    from distill.benchmarks.quality import run_quality
+
+    settings = QualitySettings(**values)
+    finish(run_quality(settings), output_dir, tag)
+
+
+@command.command("throughput")
+@click.option("--data", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="real labelled article JSONL: the corpus to score (and the scaler / int8 gate)")
+@click.option("--work", type=click.Path(file_okay=False, path_type=Path), default=Path("bench-work"),
+              show_default=True, help="folder for the benchmark artifact (reused) and scored outputs")
+@click.option("--limit", type=int, default=0, show_default=True, help="score only the first N articles (0: all)")
+@click.option("--threads", type=int, default=os.cpu_count() or 1, show_default=True,
+              help="CPU threads for every variant")
+@output_options
+def throughput_command(data: Path, work: Path, limit: int, threads: int, output_dir: Path, tag: str) -> None:
+    """distill-score's backends against a plain transformers loop (fp32, batch 8,
+    input order, padding to the longest) on the same articles, model and machine.
+    """
+    from distill.benchmarks.throughput import run
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    finish(throughput_result(run(data, work, limit, threads)), output_dir, tag)
+
+
+def throughput_result(raw: dict[str, Any]) -> BenchResult:
+    """benchmarks/throughput.py's report as a BenchResult (its figures untouched)."""
+    rows = [{
+        "variant": r["name"], "articles": r["articles"], "ms/article": r["ms_per_article"],
+        "articles/s": r["articles_per_s"], "x baseline": r["speedup_vs_baseline"],
+        "padding": f"{r['padding_share']:.0%}" if "padding_share" in r else None,
+    } for r in raw["results"]]
+    notes = [f"parity {name}: max |diff| {p['max_abs']:.2e}, mean {p['mean_abs']:.2e} over "
+             f"{p['compared']} articles" for name, p in raw.get("parity", {}).items()]
+    notes.append(f"threads {raw['machine'].get('threads')}, 1-min load average at start "
+                 f"{raw['machine'].get('load_avg_1m')}; times exclude model loading")
+    return BenchResult(
+        name="throughput", title=f"scoring throughput, {raw['model']}, max {raw['max_tokens']} tokens",
+        columns=list(rows[0]), rows=rows, notes=notes,
+        settings={k: v for k, v in raw.items() if k not in ("results", "machine")},
+    )
+
+
+def _plain(settings: Any) -> dict[str, Any]:
+    return {f.name: (str(v) if isinstance(v := getattr(settings, f.name), Path) else v) for f in fields(settings)}
 
 
 main = run_main(command)
+
+if __name__ == "__main__":
+    main()
