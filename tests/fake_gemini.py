@@ -220,6 +220,8 @@ class FakeGemini:
 
 
 class _QuietServer(ThreadingHTTPServer):
+    request_queue_size = 256  # the default 5 refuses connections under 32-way concurrency
+
     def handle_error(self, request, client_address) -> None:
         # A killed or timed-out client resets its connection: expected here, not an error.
         pass
