@@ -65,6 +65,7 @@ def test_prefilter_rate_bad_lines_and_twins(tmp_path, fake, capsys):
     assert fake.successes() == 4
     err = capsys.readouterr().err
     assert "5 of 6 (83.3%)" in err and "too_short" in err and "duplicate ids skipped" in err
+    assert f"bad line {source}:7: not JSON" in err
     rejects = [json.loads(line) for line in (out / "rejects.jsonl").read_text().splitlines()]
     assert [(r["line"], r["file"]) for r in rejects] == [(7, str(source)), (8, str(source))]
     assert "missing" in rejects[1]["reason"]

@@ -130,6 +130,8 @@ def _label(spec, settings: LabelSettings) -> None:
             spec, settings, lambda advance, spend: bar.update(task, advance=advance, spend=spend)
         )
     print_table(summary_table(stats, selection, settings.generation(spec).model))
+    for reject in selection.first_rejects:
+        click.echo(f"bad line {reject.path}:{reject.line_no}: {reject.reason}", err=True)
     if selection.read.rejected:
         click.echo(f"{selection.read.rejected} bad input line(s) written to "
                    f"{settings.output_dir / 'rejects.jsonl'}", err=True)

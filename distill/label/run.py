@@ -81,7 +81,10 @@ def run_labelling(spec: FilterSpec, settings: LabelSettings, progress=None) -> t
                 writer = LabelWriter(out, stats, lambda n: notify(n, stats.spend_usd))
                 runner = _runner(spec, settings, oracle, journal, writer, stats,
                                  lambda: notify(0, stats.spend_usd))
-                asyncio.run(_run_and_close(runner, oracle, articles))
+                try:
+                    asyncio.run(_run_and_close(runner, oracle, articles))
+                finally:
+                    selection.first_rejects = list(rejects.first)
         finally:
             journal.close()
         _record_run(folder, spec, settings, stats, selection)

@@ -29,6 +29,7 @@ class SelectionStats:
     prefilter_checked: int = 0
     prefilter_blocked: Counter = field(default_factory=Counter)
     selected: int = 0
+    first_rejects: list = field(default_factory=list)  # a few bad lines, shown with file:line
 
     @property
     def prefilter_passed(self) -> int:
