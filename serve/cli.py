@@ -1,14 +1,117 @@
-"""`distill-score`: not built yet (see the open issue for this stage)."""
+"""`distill-score`: score corpus JSONL files with a student (the postfilter).
+
+Only click, rich and tqdm load at import, so `--help` stays fast; the
+runner (and torch or onnxruntime) is imported when a run starts.
+"""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
 
 import click
+from distill.serve.settings import BACKENDS, DEVICES, PRECISIONS, ScoreSettings, help_for
 
 from distill.cli import run_main
 
 
-@click.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
-def command() -> None:
-    """Not built yet: this stage is planned but does nothing so far."""
-    raise click.ClickException("distill-score is not built yet")
+def _opt(*names: str, field: str, **kwargs):
+    return click.option(*names, field, help=help_for(field), show_default=True, **kwargs)
+
+
+@click.command()
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@_opt("--model", "-m", field="model", required=True, type=click.Path(path_type=Path))
+@_opt("--output", "-o", field="output", required=True, type=click.Path(path_type=Path))
+@_opt("--filter", "-f", field="filter", default=None)
+@_opt("--backend", field="backend", default="auto", type=click.Choice(BACKENDS))
+@_opt("--device", field="device", default="auto", type=click.Choice(DEVICES))
+@_opt("--precision", field="precision", default="auto", type=click.Choice(PRECISIONS))
+@_opt("--token-budget", field="token_budget", default=None, type=int)
+@_opt("--max-batch", field="max_batch", default=None, type=int)
+@_opt("--window", field="window", default=ScoreSettings.__dataclass_fields__["window"].default, type=int)
+@_opt("--workers", field="workers", default=ScoreSettings.__dataclass_fields__["workers"].default, type=int)
+@_opt("--threads", field="threads", default=None, type=int)
+@_opt("--carry", field="carry", multiple=True)
+@_opt("--write-blocked/--skip-blocked", field="write_blocked", default=True)
+@_opt("--strict/--no-strict", field="strict", default=False)
+@_opt("--progress/--no-progress", field="progress", default=True)
+def command(**options) -> None:
+    """Score articles in INPUTS (JSONL) with a student model; write scored JSONL.
+
+    Each output line: id, scores {dimension: 0-10}, overall_score, tier,
+    prefilter ("passed" or why the article was blocked), model. Records come
+    in input order. Rerunning the same command resumes: ids already in the
+    output are skipped, so after any interruption the output ends up with
+    every valid input id exactly once. Bad input lines go to
+    OUTPUT.rejects.jsonl (rewritten each run) with file, line and reason.
+    """
+    from distill.serve.runner import score_corpus
+
+    if options["threads"] is None:
+        options.pop("threads")
+    options["inputs"] = list(options["inputs"])
+    options["carry"] = tuple(options["carry"])
+    settings = ScoreSettings(**options)
+    settings.validate()
+    bar = _progress_bar(settings)
+    try:
+        summary = score_corpus(settings, progress=bar.update_to if bar else None)
+    finally:
+        if bar:
+            bar.close()
+    _print_summary(summary)
+
+
+def _progress_bar(settings: ScoreSettings):
+    if not settings.progress:
+        return None
+    from tqdm import tqdm
+
+    class Bar(tqdm):
+        def update_to(self, done: int) -> None:
+            self.update(done - self.n)
+
+    return Bar(total=count_lines(settings.inputs), unit=" articles", unit_scale=True,
+               desc="scoring", smoothing=0.05, dynamic_ncols=True)
+
+
+def count_lines(paths: list[Path]) -> int:
+    """Input lines (an upper bound on articles) for the progress bar's ETA."""
+    total = 0
+    for path in paths:
+        opener = gzip.open if str(path).endswith(".gz") else open
+        with opener(path, "rb") as handle:
+            while block := handle.read(1 << 22):
+                total += block.count(b"\n")
+    return total
+
+
+def _print_summary(summary) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(stderr=True)
+    for note in summary.notes:
+        console.print(f"[yellow]note:[/] {note}")
+    t = summary.timings
+    table = Table(title=f"distill-score: {summary.filter_id} with {summary.model_id} ({summary.backend})",
+                  show_header=False)
+    table.add_column(style="bold")
+    table.add_column(justify="right")
+    table.add_row("scored", f"{summary.scored:,}")
+    for tier, count in sorted(summary.tiers.items(), key=lambda kv: -kv[1]):
+        table.add_row(f"  tier {tier}", f"{count:,}")
+    table.add_row("blocked by prefilter", f"{summary.blocked:,}")
+    table.add_row("rejected lines", f"{summary.rejected:,}" + (f" -> {summary.rejects}" if summary.rejected else ""))
+    table.add_row("already scored (skipped)", f"{summary.resumed:,}")
+    table.add_row("throughput", f"{summary.articles_per_second:,.1f} articles/s over {summary.seconds:,.1f} s")
+    table.add_row("startup (model, workers, resume scan)", f"{summary.startup:.1f} s")
+    table.add_row("time: read / tokenise / wait / infer / write",
+                  " / ".join(f"{x:.1f}" for x in (t.read, t.tokenise, t.wait, t.infer, t.write)) + " s")
+    table.add_row("batches (padding share)", f"{t.batches:,} ({t.padding_share:.1%})")
+    table.add_row("output", str(summary.output))
+    console.print(table)
 
 
 main = run_main(command)

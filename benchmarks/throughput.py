@@ -1,0 +1,206 @@
+"""CPU scoring throughput: distill-score backends against a plain transformers loop.
+
+    python -m distill.benchmarks.throughput --data labelled.jsonl --work /tmp/bench \\
+        --json throughput.json
+
+Builds (once, in --work) an all-MiniLM-L6-v2 student with a fresh regression
+head and a distill.json (`distill.train.model`), exports it with
+`distill.export` (model.onnx + per-channel int8), then times on the same
+real articles:
+
+- baseline: plain transformers, fp32, batch 8 in input order, padding to the
+  longest, the tokenizer's own truncation at the student's max tokens;
+- distill-score with torch fp32, ONNX fp32 and ONNX int8 (the whole runner:
+  read, prefilter, tokenise, batch, infer, postfilter, write).
+
+Times exclude model loading. Prints a table and writes JSON with the machine,
+the figures and the score parity between backends. The head is random, so
+this measures speed and agreement, not quality.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from distill.records import iter_json_lines
+from distill.truncation import article_text
+
+FILTER = "sustainability/v1"
+VARIANTS = (("torch", "fp32"), ("onnx", "fp32"), ("onnx", "int8"))
+
+
+def build_minilm_artifact(work: Path, data: Path, seed: int = 0) -> tuple[Path, Path]:
+    """(student folder, export folder) for MiniLM + a fresh head; reused when present."""
+    import torch
+    from distill.export.pipeline import run_export
+    from distill.export.settings import ExportSettings
+    from distill.train.model import build_student, portable_base_name, save_student
+
+    from distill.artifact import StudentInfo, TargetScaler
+    from distill.filter_spec import load_filter
+    from distill.local_models import minilm_dir
+
+    student, export = work / "minilm-student", work / "minilm-export"
+    spec = load_filter(FILTER)
+    if not (student / "distill.json").is_file():
+        torch.manual_seed(seed)
+        model, tokenizer, arch = build_student(str(minilm_dir()), len(spec.dimensions), full_finetune=True)
+        scaler = TargetScaler.fit(_label_matrix(data, spec.dimension_names))
+        info = StudentInfo(
+            spec.name, spec.version, spec.config_hash, spec.dimension_names,
+            portable_base_name(str(minilm_dir())), arch, "full", spec.truncation.student_tokens,
+            spec.truncation.head_share, scaler.mean.tolist(), scaler.std.tolist(),
+            training={"note": "fresh random regression head (benchmark artifact, not trained)", "seed": seed},
+        )
+        save_student(model, tokenizer, info, student)
+    if not (export / "model.int8.onnx").is_file():
+        run_export(ExportSettings(model_dir=student, output=export, onnx=True, quantize="int8",
+                                  validation_data=data, validation_limit=200, bench_articles=0,
+                                  overwrite=True), echo=lambda _: None)
+    return student, export
+
+
+def _label_matrix(path: Path, dimensions: list[str]) -> np.ndarray:
+    rows = [[obj["scores"][d] for d in dimensions] for _, obj in iter_json_lines(path)
+            if isinstance(obj, dict) and isinstance(obj.get("scores"), dict)]
+    return np.array(rows, dtype=np.float64)
+
+
+def write_corpus(data: Path, target: Path, limit: int) -> int:
+    """The first `limit` lines of `data` (0: all) as the corpus to score."""
+    count = 0
+    with open(data, encoding="utf-8") as source, open(target, "w", encoding="utf-8") as out:
+        for line in source:
+            if limit and count == limit:
+                break
+            out.write(line)
+            count += 1
+    return count
+
+
+def time_baseline(model_dir: Path, corpus: Path, max_tokens: int, threads: int) -> dict[str, Any]:
+    """Plain transformers: fp32, batch 8, input order, padding to the longest."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    torch.set_num_threads(threads)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
+    texts = [article_text(obj.get("title") or "", obj.get("content") or obj.get("text") or "")
+             for _, obj in iter_json_lines(corpus) if isinstance(obj, dict)]
+    start = time.perf_counter()
+    with torch.inference_mode():
+        for i in range(0, len(texts), 8):
+            batch = tokenizer(texts[i:i + 8], truncation=True, max_length=max_tokens,
+                              padding="longest", return_tensors="pt")
+            model(**batch).logits.numpy()
+    return _figures("transformers baseline (fp32, batch 8)", len(texts), time.perf_counter() - start)
+
+
+def time_runner(model_dir: Path, corpus: Path, output: Path, backend: str, precision: str,
+                threads: int) -> dict[str, Any]:
+    """The whole distill-score pipeline on the corpus, fresh output."""
+    from distill.serve.runner import score_corpus
+    from distill.serve.settings import ScoreSettings
+
+    output.unlink(missing_ok=True)
+    settings = ScoreSettings(inputs=[corpus], model=model_dir, output=output, backend=backend,
+                             device="cpu", precision=precision, threads=threads, progress=False)
+    summary = score_corpus(settings)
+    t = summary.timings
+    result = _figures(f"distill-score {summary.backend}", summary.scored, summary.seconds)
+    result.update(blocked=summary.blocked, startup_s=round(summary.startup, 2),
+                  split_s={k: round(getattr(t, k), 2) for k in ("read", "tokenise", "wait", "infer", "write")},
+                  padding_share=round(t.padding_share, 4), batches=t.batches, output=str(output))
+    return result
+
+
+def _figures(name: str, articles: int, seconds: float) -> dict[str, Any]:
+    return {"name": name, "articles": articles, "seconds": round(seconds, 2),
+            "articles_per_s": round(articles / seconds, 1), "ms_per_article": round(1000 * seconds / articles, 2)}
+
+
+def score_parity(a: Path, b: Path) -> dict[str, Any]:
+    """Max and mean absolute score difference between two scored outputs, by id."""
+    def load(path: Path) -> dict[str, np.ndarray]:
+        return {obj["id"]: np.array(list(obj["scores"].values())) for _, obj in iter_json_lines(path)
+                if isinstance(obj, dict) and obj.get("scores")}
+
+    left, right = load(a), load(b)
+    diffs = np.stack([np.abs(left[k] - right[k]) for k in left if k in right])
+    return {"compared": len(diffs), "max_abs": float(diffs.max()), "mean_abs": float(diffs.mean())}
+
+
+def run(data: Path, work: Path, limit: int, threads: int) -> dict[str, Any]:
+    work.mkdir(parents=True, exist_ok=True)
+    student, export = build_minilm_artifact(work, data)
+    corpus = work / "corpus.jsonl"
+    write_corpus(data, corpus, limit)
+    from distill.artifact import read_info
+
+    max_tokens = read_info(student).max_tokens
+    results = [time_baseline(student, corpus, max_tokens, threads)]
+    for backend, precision in VARIANTS:
+        results.append(time_runner(export, corpus, work / f"scored-{backend}-{precision}.jsonl",
+                                   backend, precision, threads))
+    base = results[0]["articles_per_s"]
+    for r in results:
+        r["speedup_vs_baseline"] = round(r["articles_per_s"] / base, 2)
+    parity = {
+        "onnx-fp32 vs torch-fp32": score_parity(work / "scored-torch-fp32.jsonl", work / "scored-onnx-fp32.jsonl"),
+        "onnx-int8 vs onnx-fp32": score_parity(work / "scored-onnx-fp32.jsonl", work / "scored-onnx-int8.jsonl"),
+    }
+    return {"machine": _machine(threads), "model": "all-MiniLM-L6-v2 + fresh 8-dim head",
+            "max_tokens": max_tokens, "data": str(data), "results": results, "parity": parity}
+
+
+def _machine(threads: int) -> dict[str, Any]:
+    import onnxruntime
+    import torch
+
+    return {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "threads": threads,
+            "load_avg_1m": round(os.getloadavg()[0], 2), "torch": torch.__version__,
+            "onnxruntime": onnxruntime.__version__, "python": platform.python_version()}
+
+
+def print_table(report: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"scoring throughput, {report['model']}, {report['machine']['cores']}-core CPU")
+    for column in ("variant", "articles", "articles/s", "ms/article", "× baseline", "padding"):
+        table.add_column(column, justify="left" if column == "variant" else "right")
+    for r in report["results"]:
+        padding = f"{r['padding_share']:.0%}" if "padding_share" in r else "-"
+        table.add_row(r["name"], str(r["articles"]), f"{r['articles_per_s']:.1f}",
+                      f"{r['ms_per_article']:.2f}", f"{r['speedup_vs_baseline']:.2f}", padding)
+    console = Console()
+    console.print(table)
+    for name, p in report["parity"].items():
+        console.print(f"parity {name}: max |diff| {p['max_abs']:.2e}, mean {p['mean_abs']:.2e} over {p['compared']} articles")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, required=True, help="article JSONL (labelled, for the scaler and int8 gate)")
+    parser.add_argument("--work", type=Path, default=Path("bench-work"), help="folder for the artifact and outputs")
+    parser.add_argument("--limit", type=int, default=0, help="score only the first N articles (0: all)")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="CPU threads for every variant")
+    parser.add_argument("--json", type=Path, default=Path("throughput.json"), help="where to write the results")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    report = run(args.data, args.work, args.limit, args.threads)
+    args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    print_table(report)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,224 @@
+"""Model backends for the runner: each turns token id lists into standardised outputs.
+
+A backend exposes `predict(sequences) -> float32 [n, D]` (the student's
+standardised outputs, before TargetScaler) and its `limits`; padding happens
+here because only the backend knows its pad id and layout. `open_backend`
+picks one from the model folder and the flags:
+
+- `--backend auto`: torch on a CUDA device; on CPU, ONNX Runtime when the
+  folder has model.onnx (an export), else torch.
+- `--precision auto`: ONNX int8 when model.int8.onnx exists and the device is
+  the CPU, torch bf16 on CUDA, otherwise fp32.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from distill.serve.batcher import Backend, BackendLimits
+
+from distill.artifact import StudentInfo
+from distill.errors import ConfigError, ModelArtifactError
+
+ONNX_FILES = {"fp32": "model.onnx", "int8": "model.int8.onnx"}
+# Padded tokens per batch and rows per batch: CPU caches favour small batches,
+# a GPU needs large ones to fill its cores.
+DEFAULT_LIMITS = {"cpu": (8192, 64), "cuda": (65536, 512)}
+
+
+@dataclass(frozen=True)
+class BackendChoice:
+    backend: str  # "torch" or "onnx"
+    device: str  # "cpu" or "cuda"
+    precision: str  # "fp32", "int8" or "bf16"
+
+    @property
+    def label(self) -> str:
+        return f"{self.backend}-{self.device}-{self.precision}"
+
+
+def choose_backend(model_dir: Path, backend: str, device: str, precision: str) -> BackendChoice:
+    """Resolve auto flags against the folder's files and what is installed."""
+    has_onnx = (model_dir / ONNX_FILES["fp32"]).is_file()
+    if device == "auto":
+        device = "cuda" if _torch_cuda() else "cpu"
+    if backend == "auto":
+        backend = "onnx" if has_onnx and device == "cpu" else "torch"
+    if precision == "auto":
+        if backend == "onnx":
+            int8_ok = device == "cpu" and (model_dir / ONNX_FILES["int8"]).is_file()
+            precision = "int8" if int8_ok else "fp32"
+        else:
+            precision = "bf16" if device == "cuda" else "fp32"
+    _check_choice(model_dir, BackendChoice(backend, device, precision))
+    return BackendChoice(backend, device, precision)
+
+
+def _check_choice(model_dir: Path, choice: BackendChoice) -> None:
+    problems = []
+    if choice.backend == "onnx":
+        if choice.precision not in ONNX_FILES:
+            problems.append(f"--precision {choice.precision}: ONNX has fp32 or int8")
+        elif not (model_dir / ONNX_FILES[choice.precision]).is_file():
+            problems.append(f"{model_dir}: no {ONNX_FILES[choice.precision]} (run distill-export --onnx)")
+        if importlib.util.find_spec("onnxruntime") is None:
+            problems.append("--backend onnx needs onnxruntime: pip install onnxruntime")
+        elif choice.device == "cuda" and "CUDAExecutionProvider" not in _ort_providers():
+            problems.append("--device cuda with ONNX needs onnxruntime-gpu (CUDAExecutionProvider)")
+    else:
+        if choice.precision == "int8":
+            problems.append("--precision int8 needs the onnx backend")
+        if importlib.util.find_spec("torch") is None:
+            problems.append("--backend torch needs torch: pip install 'distill[cpu]'")
+        elif choice.device == "cuda" and not _torch_cuda():
+            problems.append("--device cuda: torch sees no CUDA GPU")
+    if problems:
+        raise ConfigError("cannot use this model as asked:\n  " + "\n  ".join(problems))
+
+
+def _torch_cuda() -> bool:
+    if importlib.util.find_spec("torch") is None:
+        return False
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _ort_providers() -> list[str]:
+    import onnxruntime
+
+    return onnxruntime.get_available_providers()
+
+
+def open_backend(
+    model_dir: Path,
+    info: StudentInfo,
+    choice: BackendChoice,
+    threads: int,
+    token_budget: int | None = None,
+    max_batch: int | None = None,
+) -> Backend:
+    """Load the model for `choice`; limits default per device."""
+    budget, rows = DEFAULT_LIMITS[choice.device]
+    limits = BackendLimits(info.max_tokens, max_batch or rows, token_budget or budget)
+    pad_id = pad_token_id(model_dir)
+    if choice.backend == "onnx":
+        return OnnxBackend(model_dir / ONNX_FILES[choice.precision], info, limits, pad_id, choice, threads)
+    return TorchBackend(model_dir, info, limits, pad_id, choice, threads)
+
+
+def pad_token_id(model_dir: Path) -> int:
+    """The pad id the student was trained with (its saved tokenizer's, else eos)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    if pad is None:
+        raise ModelArtifactError(f"{model_dir}: the tokenizer has neither a pad nor an eos token")
+    return int(pad)
+
+
+def pad_right(sequences: list[list[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """int64 input_ids and attention_mask [n, longest], plus the lengths."""
+    lengths = np.fromiter((len(s) for s in sequences), dtype=np.int64, count=len(sequences))
+    width = int(lengths.max())
+    ids = np.full((len(sequences), width), pad_id, dtype=np.int64)
+    for row, seq in enumerate(sequences):
+        ids[row, : len(seq)] = seq
+    mask = (np.arange(width)[None, :] < lengths[:, None]).astype(np.int64)
+    return ids, mask, lengths
+
+
+class TorchBackend:
+    """PyTorch, CPU or CUDA; LoRA adapters merged at load; bf16 + SDPA on GPU.
+
+    Decoders run without an attention mask: with right padding a causal model
+    never lets a real token see a pad, so the mask is redundant and SDPA takes
+    its fast causal path; the head then runs only at each row's last real token.
+    Encoders need the mask only when a batch has padding at all.
+    """
+
+    def __init__(self, model_dir: Path, info: StudentInfo, limits: BackendLimits, pad_id: int,
+                 choice: BackendChoice, threads: int):
+        import torch
+        from distill.train.model import head_name, load_student
+
+        torch.set_num_threads(threads)
+        model, _, _ = load_student(model_dir, device="cpu")
+        if hasattr(model, "merge_and_unload"):  # peft: fold LoRA into the weights for speed
+            model = model.merge_and_unload()
+        dtype = torch.bfloat16 if choice.precision == "bf16" else torch.float32
+        self.model = model.to(device=choice.device, dtype=dtype).eval()
+        self.device = torch.device(choice.device)
+        self.decoder = info.architecture == "decoder"
+        self.body = getattr(self.model, self.model.base_model_prefix)
+        self.head = getattr(self.model, head_name(self.model))
+        self.pad_id = pad_id
+        self.limits = limits
+        self.dimensions = len(info.dimensions)
+        self.name = choice.label
+
+    def predict(self, sequences: list[list[int]]) -> np.ndarray:
+        import torch
+
+        ids, mask, lengths = pad_right(sequences, self.pad_id)
+        with torch.inference_mode():
+            if self.decoder:
+                hidden = self.body(input_ids=self._to_device(ids)).last_hidden_state
+                rows = torch.arange(len(sequences), device=self.device)
+                out = self.head(hidden[rows, self._to_device(lengths - 1)])
+            else:
+                padded = bool((lengths != ids.shape[1]).any())
+                attention = self._to_device(mask) if padded else None
+                out = self.model(input_ids=self._to_device(ids), attention_mask=attention).logits
+        return out.float().cpu().numpy()
+
+    def _to_device(self, array: np.ndarray) -> Any:
+        import torch
+
+        tensor = torch.from_numpy(array)
+        if self.device.type == "cuda":  # pinned host memory lets the copy run asynchronously
+            return tensor.pin_memory().to(self.device, non_blocking=True)
+        return tensor
+
+
+class OnnxBackend:
+    """ONNX Runtime over an export's model.onnx / model.int8.onnx.
+
+    Inputs input_ids and attention_mask (int64 [batch, seq]); output `scores`
+    float32 [batch, D], standardised (the export contract).
+    """
+
+    def __init__(self, path: Path, info: StudentInfo, limits: BackendLimits, pad_id: int,
+                 choice: BackendChoice, threads: int):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        providers = ["CPUExecutionProvider"]
+        if choice.device == "cuda":
+            providers.insert(0, "CUDAExecutionProvider")
+        self.session = ort.InferenceSession(str(path), options, providers=providers)
+        names = {i.name for i in self.session.get_inputs()}
+        if not {"input_ids", "attention_mask"} <= names:
+            raise ModelArtifactError(f"{path}: inputs {sorted(names)}; expected input_ids and attention_mask")
+        self.pad_id = pad_id
+        self.limits = limits
+        self.dimensions = len(info.dimensions)
+        self.name = choice.label
+        self.path = path
+
+    def predict(self, sequences: list[list[int]]) -> np.ndarray:
+        ids, mask, _ = pad_right(sequences, self.pad_id)
+        out = self.session.run(None, {"input_ids": ids, "attention_mask": mask})[0]
+        if out.shape != (len(sequences), self.dimensions):
+            raise ModelArtifactError(
+                f"{self.path}: output shape {out.shape}; expected ({len(sequences)}, {self.dimensions})"
+            )
+        return out.astype(np.float32, copy=False)
