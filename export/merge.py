@@ -44,6 +44,12 @@ def head_param_names(model: Any) -> list[str]:
 
 def load_student(model_dir: str | Path, base_model: str | None = None) -> Student:
     """The student in `model_dir` as a merged float32 model; raises ModelArtifactError."""
+    from transformers.utils import logging as hf_logging
+
+    # Loading a base reports its (expected) missing head and draws progress bars;
+    # our own checks say what matters in one line.
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
     model_dir = Path(model_dir)
     info = read_info(model_dir)
     tokenizer = _load_tokenizer(model_dir, info)
@@ -53,7 +59,7 @@ def load_student(model_dir: str | Path, base_model: str | None = None) -> Studen
         model, checks = _load_full(model_dir, info)
     else:
         raise ModelArtifactError(f"{model_dir}: unknown weights_format {info.weights_format!r} in distill.json")
-    _check_recorded_head(model_dir, model, info)
+    checks["head_sha256_verified"] = _check_recorded_head(model_dir, model, info)
     if model.config.num_labels != len(info.dimensions):
         raise ModelArtifactError(
             f"{model_dir}: head has {model.config.num_labels} outputs but distill.json lists "
@@ -67,6 +73,9 @@ def load_student(model_dir: str | Path, base_model: str | None = None) -> Studen
 def save_merged(student: Student, source_dir: str | Path, folder: str | Path) -> None:
     """Write the plain HF model (safetensors only), tokenizer, distill.json, calibration."""
     folder = Path(folder)
+    # Name the outputs after the dimensions so the plain HF model explains itself.
+    student.model.config.id2label = dict(enumerate(student.info.dimensions))
+    student.model.config.label2id = {name: i for i, name in enumerate(student.info.dimensions)}
     student.model.save_pretrained(folder)
     if list(folder.glob("*.bin")):
         raise ModelArtifactError(f"{folder}: weights were pickled; expected safetensors only")
@@ -166,8 +175,9 @@ def _load_adapter(
     return merged, checks
 
 
-def _check_recorded_head(model_dir: Path, model: Any, info: StudentInfo) -> None:
-    """Training records the live head's sha256; the merged head must hash the same."""
+def _check_recorded_head(model_dir: Path, model: Any, info: StudentInfo) -> bool:
+    """Training records the live head's sha256; the merged head must hash the same.
+    Returns whether there was a recorded checksum to compare with."""
     from distill.train.model import head_checksum
 
     recorded = info.training.get("head_sha256")
@@ -176,6 +186,7 @@ def _check_recorded_head(model_dir: Path, model: Any, info: StudentInfo) -> None
             f"{model_dir}: the loaded regression head differs from the trained one "
             "(head_sha256 in distill.json does not match); the head was not saved or was re-initialised"
         )
+    return bool(recorded)
 
 
 def _adapter_base(model_dir: Path) -> str:

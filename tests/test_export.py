@@ -30,8 +30,9 @@ from distill.train.model import (  # noqa: E402
 from safetensors.torch import load_file, save_file  # noqa: E402
 
 from distill.artifact import StudentInfo, write_info  # noqa: E402
+from distill.filter_spec import load_filter  # noqa: E402
 
-DIMS = [f"d{i}" for i in range(8)]
+DIMS = load_filter("sustainability/v1").dimension_names
 TEXTS = ["Solar plant opens in Spain. " * 40, "A short note.", "Battery pilot results in Utrecht.", "Wind."]
 
 
@@ -97,6 +98,7 @@ def test_lora_bert_exports_validates_and_quantises(bert_lora, validation, tmp_pa
     assert set(report["speed"]["articles_per_s"]) == {"pytorch_fp32", "onnx_fp32", "onnx_int8", "onnx_fp16"}
     assert report["files"]["model.int8.onnx"]["bytes"] < report["files"]["model.onnx"]["bytes"]
     assert json.loads((out / "distill.json").read_text())["weights_format"] == "merged"
+    assert list(json.loads((out / "config.json").read_text())["id2label"].values()) == DIMS
 
 
 def test_exported_onnx_matches_the_adapter_it_came_from(bert_lora, tmp_path, capsys):
@@ -137,6 +139,18 @@ def test_tiny_qwen_matches_pytorch_left_and_right_padded(tiny_qwen_dir, tmp_path
         expected = model(**{k: torch.from_numpy(v) for k, v in right.items()}).logits.numpy()
     for batch in (right, left):
         np.testing.assert_allclose(session.run(None, batch)[0], expected, atol=1e-4)
+
+
+def test_parity_on_real_articles(tiny_qwen_dir, shared_labelled, tmp_path, capsys):
+    """Real labelled articles of varied length drive parity and the MAE figure."""
+    student = _student(tiny_qwen_dir, tmp_path / "qwen")
+    out = tmp_path / "real"
+    code, text = _run([student, "-o", out, "--onnx", "--validation-data", shared_labelled,
+                       "--validation-limit", "64", "--parity-texts", "24", "--bench-articles", "0"], capsys)
+    assert code == 0, text
+    report = json.loads((out / "export_report.json").read_text())
+    assert report["parity"]["texts"] == 24 and report["mae"]["articles"] == 64
+    assert 0 < report["mae"]["fp32"]["mae"] < 10
 
 
 def test_large_model_path_uses_one_external_data_file(bert_lora, validation, tmp_path, capsys, monkeypatch):
