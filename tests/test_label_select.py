@@ -27,6 +27,12 @@ def api_key(monkeypatch):
     monkeypatch.setenv("GEMINI_API_KEY", SECRET)
 
 
+def journal_statuses(folder) -> dict:
+    """Every call outcome of every journal under `folder`, to explain a failure."""
+    return {str(p): sqlite3.connect(p).execute("SELECT status, message FROM calls WHERE status != 'ok'").fetchall()
+            for p in folder.rglob("journal.sqlite")}
+
+
 def run_cli(args: list[str]) -> int:
     try:
         main(args)
@@ -42,7 +48,7 @@ def test_target_count_random_sample_is_seeded_and_resumes(tmp_path, fake):
         out = tmp_path / name
         assert run_cli(label_args(source, out, fake.url, "--target-count", "10", "--random-sample", "--seed", "5")) == 0
         picks.append(sorted(r["id"] for r in read_output(out)))
-    assert picks[0] == picks[1] and len(picks[0]) == 10
+    assert picks[0] == picks[1] and len(picks[0]) == 10, journal_statuses(tmp_path)
     assert picks[0] != [f"a{i}" for i in range(10)]
     # raising the target labels only the difference; file order without --random-sample
     out = tmp_path / "c"
@@ -51,7 +57,7 @@ def test_target_count_random_sample_is_seeded_and_resumes(tmp_path, fake):
     calls = len(fake.calls)
     assert run_cli(label_args(source, out, fake.url, "--target-count", "8")) == 0
     assert sorted(r["id"] for r in read_output(out)) == sorted(f"a{i}" for i in range(8))
-    assert len(fake.calls) - calls == 3
+    assert len(fake.calls) - calls == 3, journal_statuses(tmp_path)
 
 
 def test_prefilter_rate_bad_lines_and_twins(tmp_path, fake, capsys):
