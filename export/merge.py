@@ -42,7 +42,7 @@ def head_param_names(model: Any) -> list[str]:
     return [name for name, _ in model.named_parameters() if not name.startswith(prefix)]
 
 
-def load_student(model_dir: str | Path, base_model: str | None = None) -> Student:
+def load_merged(model_dir: str | Path, base_model: str | None = None) -> Student:
     """The student in `model_dir` as a merged float32 model; raises ModelArtifactError."""
     from transformers.utils import logging as hf_logging
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from distill.export import bench, report, tensorrt
 from distill.export.encode import Labelled, encode, read_labelled, sample_texts, spread_by_length
-from distill.export.merge import Student, load_student, save_merged
+from distill.export.merge import Student, load_merged, save_merged
 from distill.export.onnx_export import export_onnx
 from distill.export.quantize import convert_fp16, quantize_int8
 from distill.export.settings import ExportSettings
@@ -40,7 +40,7 @@ def run_export(settings: ExportSettings, echo: Echo = print) -> dict[str, Any]:
         import torch
 
         torch.set_num_threads(settings.threads)
-    student = load_student(settings.model_dir, settings.base_model)
+    student = load_merged(settings.model_dir, settings.base_model)
     echo(f"loaded {settings.model_dir} ({student.info.weights_format}, {student.info.architecture})")
     data = _validation(settings, student)
     staging = settings.output.parent / f".{settings.output.name}.staging-{os.getpid()}"
