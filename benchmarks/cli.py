@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import click
-from distill.benchmarks.common import DEFAULT_OUTPUT_DIR, BenchResult, report
+from distill.benchmarks.common import DEFAULT_OUTPUT_DIR, BenchResult, report, write_result
 from distill.benchmarks.corpus import CorpusSettings
 from distill.benchmarks.gpu_shapes import GpuShapesSettings
 from distill.benchmarks.quality import QualitySettings
@@ -44,9 +44,12 @@ def output_options(func: Any) -> Any:
                         help="folder for the results JSON and markdown")(func)
 
 
+def result_name(name: str, tag: str) -> str:
+    return f"{name}-{tag}" if tag else name
+
+
 def finish(result: BenchResult, output_dir: Path, tag: str) -> None:
-    if tag:
-        result.name = f"{result.name}-{tag}"
+    result.name = result_name(result.name, tag)
     report(result, output_dir)
 
 
@@ -121,11 +124,12 @@ def gpu_shapes_command(output_dir: Path, tag: str, sizes: str, **values: Any) ->
 
     settings = GpuShapesSettings(sizes=tuple(s.strip() for s in sizes.split(",") if s.strip()), **values)
     settings.validate()
-    result = run_gpu_shapes(settings)
+    result = run_gpu_shapes(settings, name=result_name("gpu-shapes", tag),
+                            after_size=lambda partial: write_result(partial, output_dir))
     if result is None:
         click.echo(_no_cuda_message())
         return
-    finish(result, output_dir, tag)
+    finish(result, output_dir, tag="")
 
 
 def _no_cuda_message() -> str:

@@ -222,7 +222,7 @@ def print_table(result: BenchResult) -> None:
 
 
 # Columns that hold words rather than numbers are left-aligned.
-_TEXT_COLUMNS = {"model", "method", "size", "run", "dimension", "predictor", "status", "backend", "tier"}
+_TEXT_COLUMNS = {"size", "run", "status", "variant", "metric"}
 
 
 def write_result(result: BenchResult, output_dir: str | Path) -> tuple[Path, Path]:

@@ -478,6 +478,7 @@ def size_rows(size: str, shape: dict[str, Any], sequences: list[list[int]],
     if "model" not in holder:
         return [{"size": size, "run": "build model"} | built]
     model = holder.pop("model")
+    info = {"size": size, "body params (M)": body_parameters(model) / 1e6}
     capped = device == "cuda" and settings.cap_gib > 0
     rows = scoring_rows(model, sequences, settings, device, peak)
     if capped:
@@ -488,14 +489,18 @@ def size_rows(size: str, shape: dict[str, Any], sequences: list[list[int]],
     rows.append(training_row(model, batch, settings, device, checkpointing=True, cap=False))
     if capped:
         rows.append(training_row(model, batch, settings, device, checkpointing=True, cap=True))
-    info = {"size": size, "body params (M)": body_parameters(model.get_base_model()) / 1e6}
     del model, batch
     release(device)
     return [info | row for row in rows]
 
 
-def run_gpu_shapes(settings: GpuShapesSettings) -> BenchResult | None:
-    """All sizes on one corpus; None when no CUDA device is there to use."""
+def run_gpu_shapes(settings: GpuShapesSettings, name: str = "gpu-shapes",
+                   after_size: Callable[[BenchResult], None] | None = None) -> BenchResult | None:
+    """All sizes on one corpus; None when no CUDA device is there to use.
+
+    `after_size` sees the result so far after each size, so a run stopped by a
+    time limit still leaves the sizes it finished.
+    """
     import torch
 
     settings.validate()
@@ -507,9 +512,6 @@ def run_gpu_shapes(settings: GpuShapesSettings) -> BenchResult | None:
     peak = matmul_peak_tflops(device, dtype, peak_n)
     sequences = corpus_sequences(settings)
     lengths = np.array([len(s) for s in sequences])
-    rows: list[dict[str, Any]] = []
-    for size, shape in settings.shapes.items():
-        rows += size_rows(size, shape, sequences, settings, device, peak)
     notes = [
         f"{'bf16' if device == 'cuda' else 'fp32'} matmul peak measured here: {peak:.1f} TFLOP/s "
         f"({peak_n}^3); TFLOP/s count real tokens only",
@@ -518,8 +520,12 @@ def run_gpu_shapes(settings: GpuShapesSettings) -> BenchResult | None:
         f"median {np.median(lengths):.0f}, at cap {np.mean(lengths == settings.max_tokens):.0%}",
         "random weights; scoring times exclude tokenisation (done once, up front)",
     ]
-    return BenchResult(
-        name="gpu-shapes", title=f"Qwen2.5 shapes, random weights, {device}",
-        columns=COLUMNS, rows=rows, notes=notes,
-        settings=asdict(settings) | {"device": device, "peak_tflops": peak, "peak_matmul_n": peak_n},
+    result = BenchResult(
+        name=name, title=f"Qwen2.5 shapes, random weights, {device}", columns=COLUMNS, rows=[],
+        notes=notes, settings=asdict(settings) | {"device": device, "peak_tflops": peak, "peak_matmul_n": peak_n},
     )
+    for size, shape in settings.shapes.items():
+        result.rows += size_rows(size, shape, sequences, settings, device, peak)
+        if after_size is not None:
+            after_size(result)
+    return result

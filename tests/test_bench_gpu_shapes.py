@@ -119,3 +119,18 @@ def test_cli_tiny_writes_json_and_markdown(tmp_path, qwen_tokenizer_dir):
     assert "gpu-shapes --tiny --device cpu" in result["command"]
     assert result["settings"]["tiny"] is True
     assert "| tiny | score baseline (batch 8, input order) | ok |" in (tmp_path / "gpu-shapes.md").read_text()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_real_0_5b_shape_on_cuda_scores_faster_and_fits_under_the_cap(qwen_tokenizer_dir):
+    settings = GpuShapesSettings(sizes=("0.5B",), device="cuda", articles=256, train_steps=1,
+                                 warmup_steps=1, peak_size=4096, tokenizer=qwen_tokenizer_dir)
+    rows = rows_by_run(run_gpu_shapes(settings))
+    runner = rows["score runner path (sorted, no mask)"]
+    assert all(row["status"] in ("ok", "fits") for row in rows.values()), rows
+    # bf16 in other batch shapes: small differences; wrong pooling would be ~the outputs' size.
+    assert runner["max |diff| vs baseline"] < 0.1
+    assert runner["x baseline"] > 1
+    assert rows["LoRA train 8x512 + checkpointing @16 GiB"]["peak GiB"] < 16
+    assert rows["score runner path @16 GiB (budget 8192)"]["status"] == "fits"
