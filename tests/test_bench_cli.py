@@ -1,0 +1,43 @@
+"""distill-bench as a command group: help without torch, and the throughput report as a results table."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from distill.benchmarks.cli import throughput_result
+from distill.benchmarks.common import markdown_table
+
+
+def test_every_subcommand_help_shows_defaults_without_importing_torch():
+    code = (
+        "import sys\nfrom distill.benchmarks.cli import main\n"
+        "for sub in ('corpus', 'gpu-shapes', 'quality', 'throughput'):\n"
+        "    try:\n        main([sub, '--help'])\n    except SystemExit as e:\n        assert e.code in (0, None)\n"
+        "assert 'torch' not in sys.modules and 'transformers' not in sys.modules\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("[default:") > 20
+    assert "--output-dir" in result.stdout and "benchmarks/results" in result.stdout
+
+
+def test_throughput_report_becomes_rows_with_speedups_and_parity_notes():
+    raw = {
+        "machine": {"threads": 2, "load_avg_1m": 0.5},
+        "model": "all-MiniLM-L6-v2 + fresh 8-dim head", "max_tokens": 256, "data": "x.jsonl",
+        "results": [
+            {"name": "transformers baseline (fp32, batch 8)", "articles": 100, "seconds": 10.0,
+             "articles_per_s": 10.0, "ms_per_article": 100.0, "speedup_vs_baseline": 1.0},
+            {"name": "distill-score onnx-cpu-int8", "articles": 100, "seconds": 2.5, "articles_per_s": 40.0,
+             "ms_per_article": 25.0, "speedup_vs_baseline": 4.0, "padding_share": 0.031},
+        ],
+        "parity": {"onnx-int8 vs onnx-fp32": {"compared": 100, "max_abs": 0.014, "mean_abs": 0.003}},
+    }
+    result = throughput_result(raw)
+    assert [row["x baseline"] for row in result.rows] == [1.0, 4.0]
+    assert result.rows[1]["padding"] == "3%" and result.rows[0]["padding"] is None
+    assert "parity onnx-int8 vs onnx-fp32: max |diff| 1.40e-02" in result.notes[0]
+    table = markdown_table(result.columns, result.rows)
+    assert "| distill-score onnx-cpu-int8 | 100 | 25.00 | 40.00 | 4.00 | 3% |" in table
+    assert result.settings["data"] == "x.jsonl" and "results" not in result.settings
