@@ -17,7 +17,7 @@ from distill.export import bench, report, tensorrt
 from distill.export.encode import Labelled, encode, read_labelled, sample_texts, spread_by_length
 from distill.export.merge import Student, load_merged, save_merged
 from distill.export.onnx_export import export_onnx
-from distill.export.quantize import convert_fp16, quantize_int8
+from distill.export.quantize import convert_fp16, fusion_for, quantize_int8
 from distill.export.settings import ExportSettings
 from distill.export.validate import (
     ExportCheckError,
@@ -69,7 +69,7 @@ def _build(settings: ExportSettings, student: Student, data: Labelled | None, fo
     parity_texts = spread_by_length(data.texts, settings.parity_texts) if data else sample_texts()
     result["parity"] = check_parity(student, sessions["fp32"], parity_texts, 8, settings.parity_tolerance)
     echo(_parity_line(result["parity"]))
-    sessions.update(_variants(settings, folder, result["onnx"]["external_data"]))
+    sessions.update(_variants(settings, student, folder, result["onnx"]))
     if data is not None:
         result["mae"] = _mae_gate(settings, student, data, sessions, echo)
     if settings.bench_articles:
@@ -91,10 +91,13 @@ def _validation(settings: ExportSettings, student: Student) -> Labelled | None:
     return data
 
 
-def _variants(settings: ExportSettings, folder: Path, external: bool) -> dict[str, Any]:
+def _variants(settings: ExportSettings, student: Student, folder: Path, onnx_info: dict[str, Any]) -> dict[str, Any]:
     made = {}
+    external = onnx_info["external_data"]
     if settings.quantize == "int8":
-        quantize_int8(folder / VARIANT_FILES["fp32"], folder / VARIANT_FILES["int8"], external)
+        fusion = fusion_for(student.model.config)
+        onnx_info["int8_fused_for"] = fusion.model_type if fusion else None
+        quantize_int8(folder / VARIANT_FILES["fp32"], folder / VARIANT_FILES["int8"], external, fusion)
         made["int8"] = ort_session(folder / VARIANT_FILES["int8"], settings.threads)
     if settings.fp16:
         convert_fp16(folder / VARIANT_FILES["fp32"], folder / VARIANT_FILES["fp16"], external)

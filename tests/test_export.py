@@ -97,6 +97,7 @@ def test_lora_bert_exports_validates_and_quantises(bert_lora, validation, tmp_pa
     assert report["mae"]["int8"]["fp32_mae"] == report["mae"]["fp32"]["mae"]
     assert set(report["speed"]["articles_per_s"]) == {"pytorch_fp32", "onnx_fp32", "onnx_int8", "onnx_fp16"}
     assert report["files"]["model.int8.onnx"]["bytes"] < report["files"]["model.onnx"]["bytes"]
+    assert report["onnx"]["int8_fused_for"] == "bert"
     assert json.loads((out / "distill.json").read_text())["weights_format"] == "merged"
     assert list(json.loads((out / "config.json").read_text())["id2label"].values()) == DIMS
 
@@ -121,15 +122,17 @@ def test_exported_onnx_matches_the_adapter_it_came_from(bert_lora, tmp_path, cap
     np.testing.assert_allclose(session.run(None, batch)[0], expected, atol=1e-4)
 
 
-def test_tiny_qwen_matches_pytorch_left_and_right_padded(tiny_qwen_dir, tmp_path, capsys):
+def test_tiny_qwen_matches_pytorch_left_and_right_padded(tiny_qwen_dir, validation, tmp_path, capsys):
     student = _student(tiny_qwen_dir, tmp_path / "qwen")
     out = tmp_path / "qwen-export"
-    code, text = _run([student, "-o", out, "--onnx", "--bench-articles", "0"], capsys)
+    code, text = _run([student, "-o", out, "--onnx", "--quantize", "int8", "--validation-data", validation,
+                       "--mae-tolerance", "1.0", "--bench-articles", "0"], capsys)
     assert code == 0, text
     assert "left-padded" in text
     report = json.loads((out / "export_report.json").read_text())
     assert report["parity"]["reference"] == "pytorch right-padded"
     assert report["onnx"]["decoder_pooling"] == "attention_mask"
+    assert report["onnx"]["int8_fused_for"] is None and "int8" in report["mae"]
     model, tokenizer, info = load_student(student)
     session = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
     right = encode(tokenizer, TEXTS, info.max_tokens, info.head_share, "right")
