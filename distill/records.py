@@ -77,13 +77,14 @@ def iter_json_lines(
             except UnicodeEncodeError:
                 yield line_no, Reject(str(path), line_no, "invalid UTF-8", _safe_raw(line))
                 continue
+            line = line.rstrip("\r\n")  # a line cut mid-string then reads as unterminated
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as exc:
-                yield line_no, Reject(str(path), line_no, f"not JSON ({exc.msg})", line.rstrip("\n"))
+                yield line_no, Reject(str(path), line_no, f"not JSON ({exc.msg})", line)
                 continue
             if not isinstance(obj, dict):
-                yield line_no, Reject(str(path), line_no, "not a JSON object", line.rstrip("\n"))
+                yield line_no, Reject(str(path), line_no, "not a JSON object", line)
                 continue
             yield line_no, obj
 
@@ -95,10 +96,12 @@ def parse_article(obj: dict[str, Any]) -> Article:
         article_id = str(article_id)
     if not isinstance(article_id, str) or not article_id.strip():
         raise ValueError("field 'id': missing or not a non-empty string")
+    if "content" not in obj and "text" not in obj:
+        raise ValueError("field 'content': missing (an article needs 'content' or 'text')")
     text_key = "content" if "content" in obj else "text"
     text = obj.get(text_key)
     if not isinstance(text, str) or not text.strip():
-        raise ValueError(f"field '{text_key}': missing or not a non-empty string")
+        raise ValueError(f"field '{text_key}': not a non-empty string")
     title = obj.get("title") or ""
     if not isinstance(title, str):
         raise ValueError("field 'title': not a string")
