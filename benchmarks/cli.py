@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import click
+
 from distill.benchmarks.common import DEFAULT_OUTPUT_DIR, BenchResult, report, write_result
 from distill.benchmarks.corpus import CorpusSettings
 from distill.benchmarks.gpu_shapes import GpuShapesSettings
 from distill.benchmarks.quality import QualitySettings
-
 from distill.cli import run_main
 
 

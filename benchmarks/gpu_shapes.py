@@ -33,8 +33,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from distill.benchmarks.common import BenchResult
 
+from distill.benchmarks.common import BenchResult
 from distill.errors import ConfigError
 
 # The published Qwen2.5 base configs (config.json of Qwen/Qwen2.5-{0.5B,1.5B,7B}).
@@ -125,11 +125,11 @@ def resolve_device(requested: str) -> str | None:
 
 def corpus_sequences(settings: GpuShapesSettings) -> list[list[int]]:
     """Token ids of the benchmark corpus, cut to max_tokens as the scorer cuts them."""
-    from distill.benchmarks.corpus import CorpusSettings, iter_corpus
-    from distill.train.model import encode_texts
     from transformers import AutoTokenizer
 
+    from distill.benchmarks.corpus import CorpusSettings, iter_corpus
     from distill.local_models import qwen_tokenizer_dir
+    from distill.train.model import encode_texts
     from distill.truncation import article_text
 
     tokenizer = AutoTokenizer.from_pretrained(str(settings.tokenizer or qwen_tokenizer_dir()))
@@ -294,6 +294,7 @@ def score_sorted(model: Any, sequences: list[list[int]], device: str, budget: in
     with the mask.
     """
     import torch
+
     from distill.serve.batcher import BackendLimits, plan_batches
 
     limits = BackendLimits(max(len(s) for s in sequences), max_batch, budget)

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from distill.benchmarks.common import BenchResult
 
+from distill.benchmarks.common import BenchResult
 from distill.errors import ConfigError
 
 SPLIT_FILES = ("train.jsonl", "val.jsonl", "test.jsonl")
@@ -68,11 +68,10 @@ def prepared_folder(settings: QualitySettings, filter_name: str, work: Path) -> 
 
 def predict_all(settings: QualitySettings, folder: Path, dims: int) -> dict[str, Any]:
     """Held-out targets and every predictor's scores on them, with timings."""
-    from distill.train.data import read_split
-    from distill.train.model import load_student, predict_scores
-
     from distill.artifact import Calibration
     from distill.evaluate.baselines import MeanPredictor, TfidfRidge
+    from distill.train.data import read_split
+    from distill.train.model import load_student, predict_scores
 
     train, val = (read_split(folder / f"{name}.jsonl", dims) for name in ("train", "val"))
     held = read_split(folder / f"{settings.split}.jsonl", dims)

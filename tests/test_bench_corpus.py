@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import write_jsonl
+
 from distill.benchmarks.cli import main
 from distill.benchmarks.corpus import CorpusSettings, write_corpus
-
 from distill.errors import ConfigError
 from distill.records import read_articles
 

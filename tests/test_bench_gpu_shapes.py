@@ -19,7 +19,6 @@ from distill.benchmarks.gpu_shapes import (  # noqa: E402
     build_model,
     run_gpu_shapes,
 )
-
 from distill.errors import ConfigError  # noqa: E402
 
 

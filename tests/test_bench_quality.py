@@ -15,7 +15,6 @@ torch = pytest.importorskip("torch")
 from distill.benchmarks.cli import main  # noqa: E402
 from distill.benchmarks.corpus import CorpusSettings, iter_corpus  # noqa: E402
 from distill.benchmarks.quality import QualitySettings, run_quality  # noqa: E402
-
 from distill.errors import ConfigError  # noqa: E402
 from distill.filter_spec import load_filter  # noqa: E402
 
@@ -38,9 +37,8 @@ def labelled(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def student_dir(tmp_path_factory, tiny_bert_dir) -> Path:
-    from distill.train.model import build_student, save_student
-
     from distill.artifact import StudentInfo
+    from distill.train.model import build_student, save_student
 
     torch.manual_seed(0)
     model, tokenizer, arch = build_student(str(tiny_bert_dir), len(SPEC.dimensions), full_finetune=True)
