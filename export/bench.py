@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+
 from distill.export.encode import batches, encode
 from distill.export.merge import Student
 

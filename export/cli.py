@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-from distill.export.settings import QUANTIZE_CHOICES, ExportSettings, flag_spec
 
 from distill.cli import run_main
+from distill.export.settings import QUANTIZE_CHOICES, ExportSettings, flag_spec
 
 
 def _option(*names: str, field: str, **kwargs) -> click.decorators.FC:

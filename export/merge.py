@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from distill.export.encode import encode, sample_texts
 
 from distill.artifact import CALIBRATION_FILE, StudentInfo, read_info, write_info
 from distill.errors import ModelArtifactError
+from distill.export.encode import encode, sample_texts
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"

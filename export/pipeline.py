@@ -30,6 +30,8 @@ from distill.export.validate import (
 )
 
 Echo = Callable[[str], None]
+# Batches of 8 mixed-length texts: enough padding to exercise both padding sides.
+PARITY_BATCH = 8
 VARIANT_FILES = {"fp32": "model.onnx", "int8": "model.int8.onnx", "fp16": "model.fp16.onnx"}
 
 
@@ -67,7 +69,7 @@ def _build(settings: ExportSettings, student: Student, data: Labelled | None, fo
                                  folder / VARIANT_FILES["fp32"], settings.opset)
     sessions = {"fp32": ort_session(folder / VARIANT_FILES["fp32"], settings.threads)}
     parity_texts = spread_by_length(data.texts, settings.parity_texts) if data else sample_texts()
-    result["parity"] = check_parity(student, sessions["fp32"], parity_texts, 8, settings.parity_tolerance)
+    result["parity"] = check_parity(student, sessions["fp32"], parity_texts, PARITY_BATCH, settings.parity_tolerance)
     echo(_parity_line(result["parity"]))
     sessions.update(_variants(settings, student, folder, result["onnx"]))
     if data is not None:

@@ -79,8 +79,9 @@ def _preprocess(source: Path, prepared: Path, external: bool) -> Path:
 def convert_fp16(source: Path, target: Path, external: bool) -> None:
     """fp16 weights and compute; inputs stay int64 and `scores` stays float32."""
     import onnx
-    from distill.export.onnx_export import save_onnx
     from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    from distill.export.onnx_export import save_onnx
 
     proto = onnx.load(str(source), load_external_data=True)
     half = convert_float_to_float16(proto, keep_io_types=True, disable_shape_infer=external)

@@ -7,10 +7,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from distill import __version__
 from distill.export.merge import Student
 from distill.export.settings import ExportSettings
-
-from distill import __version__
 
 REPORT_FILE = "export_report.json"
 

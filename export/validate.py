@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from distill.export.encode import Labelled, batches, encode
-from distill.export.merge import Student
 
 from distill.artifact import TargetScaler
 from distill.errors import DistillError
+from distill.export.encode import Labelled, batches, encode
+from distill.export.merge import Student
 
 PADDING_SIDES = ("right", "left")
 

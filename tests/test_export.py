@@ -16,10 +16,14 @@ ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("peft")
 
 from conftest import write_jsonl  # noqa: E402
+from safetensors.torch import load_file, save_file  # noqa: E402
+
+from distill.artifact import StudentInfo, write_info  # noqa: E402
 from distill.export import onnx_export  # noqa: E402
 from distill.export.cli import main  # noqa: E402
 from distill.export.encode import encode, sample_texts  # noqa: E402
 from distill.export.validate import VariantMAE, gate  # noqa: E402
+from distill.filter_spec import load_filter  # noqa: E402
 from distill.train.model import (  # noqa: E402
     build_student,
     head_state,
@@ -27,10 +31,6 @@ from distill.train.model import (  # noqa: E402
     predict_scores,
     save_student,
 )
-from safetensors.torch import load_file, save_file  # noqa: E402
-
-from distill.artifact import StudentInfo, write_info  # noqa: E402
-from distill.filter_spec import load_filter  # noqa: E402
 
 DIMS = load_filter("sustainability/v1").dimension_names
 TEXTS = ["Solar plant opens in Spain. " * 40, "A short note.", "Battery pilot results in Utrecht.", "Wind."]
