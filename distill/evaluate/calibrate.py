@@ -15,18 +15,41 @@ import numpy as np
 
 from distill.artifact import Calibration
 
-METHODS = ("isotonic", "linear")
+METHODS = ("isotonic", "linear", "isotonic+rounded", "linear+rounded")
+# Grid on which a map followed by rounding is turned back into knots.
+_STAIR_STEP = 0.001
 
 
 def fit_calibration(
     val_pred: np.ndarray, val_true: np.ndarray, dimensions: list[str], method: str = "isotonic"
 ) -> Calibration:
-    """Knots per dimension, mapping val predictions onto the oracle's scores."""
+    """Knots per dimension, mapping val predictions onto the oracle's scores.
+
+    A "+rounded" method stores the map followed by rounding to integers (the
+    oracle's scale) as a staircase of knots, so any stage applying
+    calibration.json gets the rounding too.
+    """
+    base, _, then_round = method.partition("+")
     knots = {}
     for j, name in enumerate(dimensions):
         x, y = val_pred[:, j], val_true[:, j]
-        knots[name] = _isotonic_knots(x, y) if method == "isotonic" else _linear_knots(x, y)
+        knots[name] = _isotonic_knots(x, y) if base == "isotonic" else _linear_knots(x, y)
+        if then_round:
+            knots[name] = _staircase(*knots[name])
     return Calibration(knots)
+
+
+def _staircase(x: list[float], y: list[float]) -> tuple[list[float], list[float]]:
+    """Knots of round(interp(., x, y)) on 0–10: each step is a jump 1e-9 wide."""
+    grid = np.round(np.arange(0.0, 10.0 + _STAIR_STEP / 2, _STAIR_STEP), 6)
+    levels = np.rint(np.interp(grid, x, y))
+    xs, ys = [0.0], [float(levels[0])]
+    for j in np.flatnonzero(np.diff(levels)) + 1:
+        xs += [float(grid[j]) - 1e-9, float(grid[j])]
+        ys += [float(levels[j - 1]), float(levels[j])]
+    if xs[-1] < 10.0:
+        xs, ys = xs + [10.0], ys + [float(levels[-1])]
+    return xs, ys
 
 
 def _isotonic_knots(x: np.ndarray, y: np.ndarray) -> tuple[list[float], list[float]]:

@@ -23,7 +23,7 @@ class EvaluateSettings:
     data_dir: Path = field(metadata={"help": "folder with train/val/test.jsonl from distill-prepare: test is scored, val fits post-processing, train fits the baselines"})
     output: Path = field(default=Path("reports/model_evaluation.md"), metadata={"help": "markdown report; metrics.json and PNG plots go beside it"})
     calibrate: bool = field(default=False, metadata={"help": "fit per-dimension calibration on val and save calibration.json in the model folder (later stages apply it)"})
-    calibration_method: str = field(default="isotonic", metadata={"help": "isotonic (monotone map) or linear (variance-restoring line)"})
+    calibration_method: str = field(default="isotonic", metadata={"help": "isotonic, linear (variance-restoring line), or either +rounded to integers"})
     batch_size: int = field(default=32, metadata={"help": "articles per forward pass"})
     num_threads: int | None = field(default=None, metadata={"help": "CPU threads for torch (default: torch's choice)"})
 
