@@ -10,8 +10,9 @@ real articles:
 
 - baseline: plain transformers, fp32, batch 8 in input order, padding to the
   longest, the tokenizer's own truncation at the student's max tokens;
-- distill-score with torch fp32, ONNX fp32 and ONNX int8 (the whole runner:
-  read, prefilter, tokenise, batch, infer, postfilter, write).
+- distill-score with torch fp32, ONNX fp32, ONNX int8 and torch bf16 (the
+  whole runner: read, prefilter, tokenise, batch, infer, postfilter, write;
+  bf16 pays off on CPUs with AMX).
 
 Times exclude model loading. Prints a table and writes JSON with the machine,
 the figures and the score parity between backends. The head is random, so
@@ -34,19 +35,19 @@ from distill.records import iter_json_lines
 from distill.truncation import article_text
 
 FILTER = "sustainability/v1"
-VARIANTS = (("torch", "fp32"), ("onnx", "fp32"), ("onnx", "int8"))
+VARIANTS = (("torch", "fp32"), ("onnx", "fp32"), ("onnx", "int8"), ("torch", "bf16"))
 
 
 def build_minilm_artifact(work: Path, data: Path, seed: int = 0) -> tuple[Path, Path]:
     """(student folder, export folder) for MiniLM + a fresh head; reused when present."""
     import torch
-    from distill.export.pipeline import run_export
-    from distill.export.settings import ExportSettings
-    from distill.train.model import build_student, portable_base_name, save_student
 
     from distill.artifact import StudentInfo, TargetScaler
+    from distill.export.pipeline import run_export
+    from distill.export.settings import ExportSettings
     from distill.filter_spec import load_filter
     from distill.local_models import minilm_dir
+    from distill.train.model import build_student, portable_base_name, save_student
 
     student, export = work / "minilm-student", work / "minilm-export"
     spec = load_filter(FILTER)
@@ -157,6 +158,7 @@ def run(data: Path, work: Path, limit: int, threads: int) -> dict[str, Any]:
     parity = {
         "onnx-fp32 vs torch-fp32": score_parity(work / "scored-torch-fp32.jsonl", work / "scored-onnx-fp32.jsonl"),
         "onnx-int8 vs onnx-fp32": score_parity(work / "scored-onnx-fp32.jsonl", work / "scored-onnx-int8.jsonl"),
+        "torch-bf16 vs torch-fp32": score_parity(work / "scored-torch-fp32.jsonl", work / "scored-torch-bf16.jsonl"),
     }
     return {"machine": _machine(threads), "model": "all-MiniLM-L6-v2 + fresh 8-dim head",
             "max_tokens": max_tokens, "data": str(data), "results": results, "parity": parity}

@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from distill.serve.batcher import Backend, BackendLimits
 
 from distill.artifact import StudentInfo
 from distill.errors import ConfigError, ModelArtifactError
+from distill.serve.batcher import Backend, BackendLimits
 
 ONNX_FILES = {"fp32": "model.onnx", "int8": "model.int8.onnx"}
 # Padded tokens per batch and rows per batch: CPU caches favour small batches,
@@ -145,6 +145,7 @@ class TorchBackend:
     def __init__(self, model_dir: Path, info: StudentInfo, limits: BackendLimits, pad_id: int,
                  choice: BackendChoice, threads: int):
         import torch
+
         from distill.train.model import head_name, load_student
 
         torch.set_num_threads(threads)

@@ -10,9 +10,9 @@ import gzip
 from pathlib import Path
 
 import click
-from distill.serve.settings import BACKENDS, DEVICES, PRECISIONS, ScoreSettings, help_for
 
 from distill.cli import run_main
+from distill.serve.settings import BACKENDS, DEVICES, PRECISIONS, ScoreSettings, help_for
 
 
 def _opt(*names: str, field: str, **kwargs):

@@ -26,13 +26,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from distill.serve.backends import choose_backend, open_backend
-from distill.serve.batcher import Backend, Timings, predict_window
-from distill.serve.postfilter import Item, Postfilter
-from distill.serve.resume import load_resume_state
-from distill.serve.settings import ScoreSettings
-from distill.serve.tokenize import TokenizerPool
-
 from distill.artifact import read_info
 from distill.filter_spec import load_filter
 from distill.prefilter import PASSED, Prefilter
@@ -44,6 +37,12 @@ from distill.records import (
     parse_article,
     read_records,
 )
+from distill.serve.backends import choose_backend, open_backend
+from distill.serve.batcher import Backend, Timings, predict_window
+from distill.serve.postfilter import Item, Postfilter
+from distill.serve.resume import load_resume_state
+from distill.serve.settings import ScoreSettings
+from distill.serve.tokenize import TokenizerPool
 from distill.truncation import article_text
 
 CHUNK = 256  # articles per tokenizer task: big enough to amortise the process hop

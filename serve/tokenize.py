@@ -21,9 +21,8 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
-from distill.train.model import encode_texts
-
 from distill.errors import DistillError
+from distill.train.model import encode_texts
 
 
 class StudentEncoder:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
-from distill.serve.batcher import BackendLimits, Timings, plan_batches, predict_window
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from distill.serve.batcher import BackendLimits, Timings, plan_batches, predict_window
 
 
 class RecordingBackend:

@@ -15,14 +15,14 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from conftest import write_jsonl
-from distill.serve.backends import choose_backend, open_backend
-from distill.serve.runner import score_corpus
-from distill.serve.settings import ScoreSettings
 
 from distill.artifact import Calibration, StudentInfo, write_info
 from distill.errors import ConfigError, ModelArtifactError, RecordError
 from distill.filter_spec import load_filter
 from distill.scoring import score_record, tier_for
+from distill.serve.backends import choose_backend, open_backend
+from distill.serve.runner import score_corpus
+from distill.serve.settings import ScoreSettings
 
 SPEC = load_filter("sustainability/v1")
 GOSSIP = "celebrity gossip " + " ".join(f"word{i}" for i in range(40))
