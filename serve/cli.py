@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from distill.cli import run_main
-from distill.serve.settings import BACKENDS, DEVICES, PRECISIONS, ScoreSettings, help_for
+from distill.serve.settings import BACKENDS, DEVICES, ENGINES, PRECISIONS, ScoreSettings, help_for
 
 
 def _opt(*names: str, field: str, **kwargs):
@@ -21,9 +21,14 @@ def _opt(*names: str, field: str, **kwargs):
 
 @click.command()
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
-@_opt("--model", "-m", field="model", required=True, type=click.Path(path_type=Path))
+@_opt("--model", "-m", field="model", required=True, multiple=True, type=click.Path(path_type=Path))
 @_opt("--output", "-o", field="output", required=True, type=click.Path(path_type=Path))
-@_opt("--filter", "-f", field="filter", default=None)
+@_opt("--filter", "-f", field="filter", multiple=True)
+@_opt("--engine", field="engine", default="local", type=click.Choice(ENGINES))
+@_opt("--ray-address", field="ray_address", default=None)
+@_opt("--ray-cpus", field="ray_cpus", default=None, type=int)
+@_opt("--actors", field="actors", default=1, type=int)
+@_opt("--gpus-per-actor", field="gpus_per_actor", default=None, type=float)
 @_opt("--backend", field="backend", default="auto", type=click.Choice(BACKENDS))
 @_opt("--device", field="device", default="auto", type=click.Choice(DEVICES))
 @_opt("--precision", field="precision", default="auto", type=click.Choice(PRECISIONS))
@@ -45,12 +50,20 @@ def command(**options) -> None:
     output are skipped, so after any interruption the output ends up with
     every valid input id exactly once. Bad input lines go to
     OUTPUT.rejects.jsonl (rewritten each run) with file, line and reason.
+
+    Several filters in one pass (`-f a -f b`, or several `-m`): each article
+    is read and tokenised once and run once through each distinct model; each
+    filter gets its own output, FOLDER/<filter>.jsonl for `-o FOLDER` or the
+    path with {filter} filled in, and the rejects go to FOLDER/rejects.jsonl.
+    `--engine ray` runs the same job as a Ray Data pipeline with the same output.
     """
     from distill.serve.runner import score_corpus
 
     if options["threads"] is None:
         options.pop("threads")
     options["inputs"] = list(options["inputs"])
+    options["model"] = list(options["model"])
+    options["filter"] = list(options["filter"]) or None
     options["carry"] = tuple(options["carry"])
     settings = ScoreSettings(**options)
     settings.validate()
@@ -95,22 +108,24 @@ def _print_summary(summary) -> None:
     for note in summary.notes:
         console.print(f"[yellow]note:[/] {note}")
     t = summary.timings
-    table = Table(title=f"distill-score: {summary.filter_id} with {summary.model_id} ({summary.backend})",
-                  show_header=False)
+    table = Table(title=f"distill-score: {summary.filter_id} with {summary.model_id} "
+                        f"({summary.backend}, {summary.engine} engine)", show_header=False)
     table.add_column(style="bold")
     table.add_column(justify="right")
-    table.add_row("scored", f"{summary.scored:,}")
-    for tier, count in sorted(summary.tiers.items(), key=lambda kv: -kv[1]):
-        table.add_row(f"  tier {tier}", f"{count:,}")
-    table.add_row("blocked by prefilter", f"{summary.blocked:,}")
+    for job in summary.jobs:
+        prefix = f"{job.spec.id}: " if len(summary.jobs) > 1 else ""
+        table.add_row(f"{prefix}scored", f"{job.scored:,}")
+        for tier, count in sorted(job.tiers.items(), key=lambda kv: -kv[1]):
+            table.add_row(f"  tier {tier}", f"{count:,}")
+        table.add_row(f"{prefix}blocked by prefilter", f"{job.blocked:,}")
+        table.add_row(f"{prefix}already scored (skipped)", f"{job.resumed:,}")
+        table.add_row(f"{prefix}output", str(job.output))
     table.add_row("rejected lines", f"{summary.rejected:,}" + (f" -> {summary.rejects}" if summary.rejected else ""))
-    table.add_row("already scored (skipped)", f"{summary.resumed:,}")
     table.add_row("throughput", f"{summary.articles_per_second:,.1f} articles/s over {summary.seconds:,.1f} s")
     table.add_row("startup (model, workers, resume scan)", f"{summary.startup:.1f} s")
     table.add_row("time: read / tokenise / wait / infer / write",
                   " / ".join(f"{x:.1f}" for x in (t.read, t.tokenise, t.wait, t.infer, t.write)) + " s")
     table.add_row("batches (padding share)", f"{t.batches:,} ({t.padding_share:.1%})")
-    table.add_row("output", str(summary.output))
     console.print(table)
 
 

@@ -1,21 +1,24 @@
-"""The streaming scoring pipeline behind `distill-score`.
+"""The streaming scoring pipeline behind `distill-score` (the local engine).
 
-    read + parse + dedupe + prefilter (main process, chunk by chunk)
-      -> tokenise (worker processes; a bounded number of chunks in flight)
-      -> window of `window` passing articles, sorted by length into
-         token-budget batches -> backend.predict (batcher.predict_window)
-      -> postfilter (scaler, calibration, overall, tier) -> output
+    read + parse + dedupe + prefilter per filter (main process, chunk by chunk)
+      -> tokenise (worker processes, one pool per distinct tokenizer; a
+         bounded number of chunks in flight)
+      -> window of `window` articles needing a model, sorted by length into
+         token-budget batches -> each distinct model once (batcher.predict_window)
+      -> postfilter per filter (scaler, calibration, overall, tier) -> its output
 
-While the model works on one window the workers tokenise the next, so
+While the models work on one window the workers tokenise the next, so
 tokenising overlaps inference; only ids (for dedupe and resume) grow with
-the corpus, every other buffer is bounded by the window.
+the corpus, every other buffer is bounded by the window. Filters, models
+and outputs are resolved by jobs.py, which the Ray engine shares.
 
 Output order is input order: a window's records (scored and blocked) are
 written when the window is done, in the order the articles were read. A kill
 loses at most the window in progress; the rerun skips ids already written
-(resume.py). Within one input, the first line with an id wins; later lines
-with that id are rejected as duplicates. Bad lines go to the rejects file,
-which each run rewrites (every run re-reads all input, so it sees them all).
+(resume.py), per output. Within one input, the first line with an id wins;
+later lines with that id are rejected as duplicates. Bad lines go to the
+rejects file, which each run rewrites (every run re-reads all input, so it
+sees them all).
 """
 
 from __future__ import annotations
@@ -23,152 +26,138 @@ from __future__ import annotations
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from distill.artifact import read_info
-from distill.filter_spec import load_filter
-from distill.prefilter import PASSED, Prefilter
-from distill.records import (
-    Article,
-    JsonlWriter,
-    ReadStats,
-    RejectsWriter,
-    parse_article,
-    read_records,
-)
+from distill.records import JsonlWriter, RejectsWriter
 from distill.serve.backends import choose_backend, open_backend
-from distill.serve.batcher import Backend, Timings, predict_window
-from distill.serve.postfilter import Item, Postfilter
-from distill.serve.resume import load_resume_state
+from distill.serve.batcher import Timings, predict_window
+from distill.serve.jobs import (
+    CHUNK,
+    Entry,
+    Job,
+    Plan,
+    ReadCounts,
+    build_plan,
+    group_rows,
+    model_rows,
+    read_chunks,
+    write_window,
+)
 from distill.serve.settings import ScoreSettings
 from distill.serve.tokenize import TokenizerPool
-from distill.truncation import article_text
-
-CHUNK = 256  # articles per tokenizer task: big enough to amortise the process hop
 
 
 @dataclass
 class RunSummary:
-    output: Path
     rejects: Path
+    jobs: list[Job]
     backend: str = ""
-    model_id: str = ""
-    filter_id: str = ""
-    scored: int = 0
-    blocked: int = 0
+    engine: str = "local"
+    articles: int = 0  # articles run through the model(s)
     rejected: int = 0
-    resumed: int = 0  # ids already in the output, skipped
-    tiers: Counter = field(default_factory=Counter)
-    startup: float = 0.0  # loading model, tokenizer and workers; resume scan
+    resumed: int = 0  # articles every output already had, skipped
+    startup: float = 0.0  # loading models, tokenizers and workers; resume scan
     seconds: float = 0.0  # the pipeline itself
     timings: Timings = field(default_factory=Timings)
     notes: list[str] = field(default_factory=list)
 
     @property
+    def output(self) -> Path:
+        return self.jobs[0].output
+
+    @property
+    def filter_id(self) -> str:
+        return ", ".join(job.spec.id for job in self.jobs)
+
+    @property
+    def model_id(self) -> str:
+        return ", ".join(dict.fromkeys(job.postfilter.model_id for job in self.jobs))
+
+    @property
+    def scored(self) -> int:
+        """Scored records over all outputs (articles x filters)."""
+        return sum(job.scored for job in self.jobs)
+
+    @property
+    def blocked(self) -> int:
+        return sum(job.blocked for job in self.jobs)
+
+    @property
+    def tiers(self) -> Counter:
+        return sum((job.tiers for job in self.jobs), Counter())
+
+    @property
     def articles_per_second(self) -> float:
-        return self.scored / self.seconds if self.seconds else 0.0
+        return self.articles / self.seconds if self.seconds else 0.0
+
+
+def start_run(settings: ScoreSettings) -> tuple[Plan, RunSummary]:
+    """Validate, resolve jobs, read resume state and start a fresh rejects file."""
+    settings.validate()
+    plan = build_plan(settings)
+    summary = RunSummary(plan.rejects, plan.jobs, engine=settings.engine, notes=list(plan.notes))
+    plan.rejects.unlink(missing_ok=True)
+    return plan, summary
 
 
 def score_corpus(settings: ScoreSettings, progress: Callable[[int], None] | None = None) -> RunSummary:
-    """Score `settings.inputs` into `settings.output`, resuming if it exists.
+    """Score `settings.inputs` into each job's output, resuming where they exist.
 
     `progress(n)` is called after each window with the input records handled
     so far (written, skipped as already scored, or rejected).
     """
-    settings.validate()
+    if settings.engine == "ray":
+        from distill.serve.ray_engine import score_corpus_ray
+
+        return score_corpus_ray(settings, progress)
     start = time.perf_counter()
-    model_dir = Path(settings.model)
-    info = read_info(model_dir)
-    spec = load_filter(settings.filter or f"{info.filter_name}/v{info.filter_version}")
-    info.check_filter(spec)
-    choice = choose_backend(model_dir, settings.backend, settings.device, settings.precision)
-    summary = RunSummary(settings.output, settings.rejects_path, choice.label, info.artifact_id, spec.id)
-    if spec.config_hash != info.filter_config_hash:
-        summary.notes.append(
-            f"filter {spec.id} changed since the model was trained (config hash differs); "
-            "its current weights, gatekeepers and tiers are used"
-        )
-    state = load_resume_state(Path(settings.output))
-    summary.notes += state.notes(info.artifact_id)
-    settings.rejects_path.unlink(missing_ok=True)
-    # Workers start (and load the tokenizer) while the model loads.
-    with TokenizerPool(model_dir, info.max_tokens, info.head_share, settings.workers) as pool:
-        backend = open_backend(model_dir, info, choice, settings.threads, settings.token_budget, settings.max_batch)
-        postfilter = Postfilter(spec, info, model_dir, info.artifact_id)
-        with JsonlWriter(settings.output) as writer, RejectsWriter(settings.rejects_path) as rejects:
-            pipeline = _Pipeline(settings, backend, pool, postfilter, writer, rejects, summary, progress)
-            summary.startup = time.perf_counter() - start
-            pipeline.run(_chunks(settings, Prefilter(spec), state.done, rejects, summary))
-            summary.rejected = rejects.count
+    plan, summary = start_run(settings)
+    choices = [choose_backend(m.folder, settings.backend, settings.device, settings.precision) for m in plan.models]
+    summary.backend = ", ".join(dict.fromkeys(choice.label for choice in choices))
+    with ExitStack() as stack:
+        # Workers start (and load the tokenizer) while the models load.
+        pools = [stack.enter_context(TokenizerPool(g.folder, g.max_tokens, g.head_share, settings.workers))
+                 for g in plan.groups]
+        backends = [open_backend(m.folder, m.info, choice, settings.threads, settings.token_budget, settings.max_batch)
+                    for m, choice in zip(plan.models, choices, strict=True)]
+        writers = [stack.enter_context(JsonlWriter(job.output)) for job in plan.jobs]
+        rejects = stack.enter_context(RejectsWriter(plan.rejects))
+        counts = ReadCounts()
+        pipeline = _Pipeline(settings, plan, backends, pools, writers, summary, progress, rejects, counts)
+        summary.startup = time.perf_counter() - start
+        pipeline.run(read_chunks(settings, plan, rejects, counts))
+        summary.rejected = rejects.count
+        summary.resumed = counts.resumed
     summary.seconds = time.perf_counter() - start - summary.startup
     return summary
 
 
-def _chunks(
-    settings: ScoreSettings, prefilter: Prefilter, done: set[str], rejects: RejectsWriter, summary: RunSummary
-) -> Iterator[tuple[list[Item], list[str]]]:
-    """(items in input order, texts of the items that passed the prefilter), CHUNK at a time."""
-    items: list[Item] = []
-    texts: list[str] = []
-    for article in read_records(settings.inputs, _first_id_wins(), rejects, settings.strict, ReadStats()):
-        if article.id in done:
-            summary.resumed += 1
-            continue
-        reason = prefilter.check(article)
-        if reason != PASSED and not settings.write_blocked:
-            summary.blocked += 1
-            continue
-        items.append(Item(article.id, reason, article.extra.get("content_type"), _carried(article, settings.carry)))
-        if reason == PASSED:
-            texts.append(article_text(article.title, article.text))
-        if len(items) == CHUNK:
-            yield items, texts
-            items, texts = [], []
-    if items:
-        yield items, texts
-
-
-def _first_id_wins() -> Callable[[dict], Article]:
-    seen: set[str] = set()
-
-    def parse(obj: dict) -> Article:
-        article = parse_article(obj)
-        if article.id in seen:
-            raise ValueError(f"duplicate id {article.id!r}: an earlier line has it and is kept")
-        seen.add(article.id)
-        return article
-
-    return parse
-
-
-def _carried(article: Article, names: tuple[str, ...]) -> dict:
-    """The --carry fields an article has (title and content are Article attributes)."""
-    fields = {**article.extra, "title": article.title, "content": article.text}
-    return {name: fields[name] for name in names if name in fields}
-
-
 class _Pipeline:
-    """Keeps tokenised chunks in flight ahead of the model and writes windows in order."""
+    """Keeps tokenised chunks in flight ahead of the models and writes windows in order."""
 
-    def __init__(self, settings: ScoreSettings, backend: Backend, pool: TokenizerPool,
-                 postfilter: Postfilter, writer: JsonlWriter, rejects: RejectsWriter,
-                 summary: RunSummary, progress: Callable[[int], None] | None):
+    def __init__(self, settings: ScoreSettings, plan: Plan, backends: list, pools: list[TokenizerPool],
+                 writers: list[JsonlWriter], summary: RunSummary, progress: Callable[[int], None] | None,
+                 rejects: RejectsWriter, counts: ReadCounts):
         self.settings = settings
-        self.backend = backend
-        self.pool = pool
-        self.postfilter = postfilter
-        self.writer = writer
-        self.rejects = rejects
+        self.plan = plan
+        self.backends = backends
+        self.pools = pools
+        self.writers = writers
         self.summary = summary
         self.timings = summary.timings
         self.progress = progress
+        self.rejects = rejects
+        self.counts = counts
+        self.handled = 0
         # Enough chunks in flight that the next window is tokenised while this one runs.
         self.max_in_flight = -(-settings.window // CHUNK) + 1
-        self.items: list[Item] = []
-        self.sequences: list[list[int]] = []
+        self.entries: list[Entry] = []
+        self.sequences: list[list[list[int]]] = [[] for _ in plan.groups]  # per group, window order
+        self.needing = 0
 
-    def run(self, chunks: Iterator[tuple[list[Item], list[str]]]) -> None:
+    def run(self, chunks: Iterator[list[Entry]]) -> None:
         in_flight: deque = deque()
         exhausted = False
         while True:
@@ -176,47 +165,51 @@ class _Pipeline:
                 exhausted = not self._submit_next(chunks, in_flight)
             if not in_flight:
                 break
-            items, future = in_flight.popleft()
-            if future is not None:
+            entries, futures = in_flight.popleft()
+            for group, future in futures.items():
                 waited = time.perf_counter()
-                sequences, seconds = self.pool.result(future)
+                sequences, seconds = self.pools[group].result(future)
                 self.timings.wait += time.perf_counter() - waited
                 self.timings.tokenise += seconds
-                self.sequences += sequences
-            self.items += items
-            if len(self.sequences) >= self.settings.window:
+                self.sequences[group] += sequences
+            self.entries += entries
+            self.needing += sum(1 for e in entries if e.models)
+            if self.needing >= self.settings.window:  # the cut jobs.windows makes for the Ray engine
                 self._flush()
         self._flush()
 
     def _submit_next(self, chunks: Iterator, in_flight: deque) -> bool:
         started = time.perf_counter()
-        chunk = next(chunks, None)
+        entries = next(chunks, None)
         self.timings.read += time.perf_counter() - started
-        if chunk is None:
+        if entries is None:
             return False
-        items, texts = chunk
-        in_flight.append((items, self.pool.submit(texts) if texts else None))
+        futures = {}
+        for group, pool in enumerate(self.pools):
+            texts = [entries[i].text for i in group_rows(self.plan, entries, group)]
+            if texts:
+                futures[group] = pool.submit(texts)
+        for entry in entries:
+            entry.text = None  # the workers have it; keep only ids in memory
+        in_flight.append((entries, futures))
         return True
 
     def _flush(self) -> None:
-        """Score the window and write its records in input order."""
-        if not self.items:
+        """Run each model over the window and write every job's records in input order."""
+        if not self.entries:
             return
-        outputs = predict_window(self.backend, self.sequences, self.timings)
+        outputs = {}
+        for m, (slot, backend) in enumerate(zip(self.plan.models, self.backends, strict=True)):
+            in_group = group_rows(self.plan, self.entries, slot.group)
+            position = {row: k for k, row in enumerate(in_group)}
+            sequences = [self.sequences[slot.group][position[row]] for row in model_rows(self.entries, m)]
+            outputs[m] = predict_window(backend, sequences, self.timings)
         started = time.perf_counter()
-        passed = [item for item in self.items if item.prefilter == PASSED]
-        scored = iter(self.postfilter.scored_records(passed, outputs))
-        for item in self.items:
-            if item.prefilter == PASSED:
-                record = next(scored)
-                self.summary.scored += 1
-                self.summary.tiers[record["tier"]] += 1
-            else:
-                record = self.postfilter.blocked_record(item)
-                self.summary.blocked += 1
-            self.writer.append(record)
+        write_window(self.plan, self.entries, outputs, self.writers)
+        self.summary.articles += self.needing
         self.timings.write += time.perf_counter() - started
+        self.handled += len(self.entries)
         if self.progress is not None:
-            done = self.summary.scored + self.summary.blocked + self.summary.resumed + self.rejects.count
-            self.progress(done)
-        self.items, self.sequences = [], []
+            self.progress(self.handled + self.counts.resumed + self.rejects.count)
+        self.entries, self.needing = [], 0
+        self.sequences = [[] for _ in self.plan.groups]

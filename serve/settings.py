@@ -14,6 +14,7 @@ from pathlib import Path
 from distill.errors import ConfigError
 
 BACKENDS = ("auto", "torch", "onnx")
+ENGINES = ("local", "ray")
 RECORD_FIELDS = ("id", "scores", "overall_score", "tier", "prefilter", "model")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "int8", "bf16")
@@ -22,9 +23,14 @@ PRECISIONS = ("auto", "fp32", "int8", "bf16")
 @dataclass
 class ScoreSettings:
     inputs: list[Path] = field(metadata={"help": "corpus JSONL files (.jsonl or .jsonl.gz); articles need id and content/text"})
-    model: Path = field(metadata={"help": "model folder with distill.json: a trained run (train/) or an export (exports/NAME)"})
-    output: Path = field(metadata={"help": "scored JSONL; if it exists the run resumes and skips ids already in it"})
-    filter: str | None = field(default=None, metadata={"help": "filter name or path; default: the filter the model was trained for"})
+    model: Path | list[Path] = field(metadata={"help": "model folder with distill.json: a trained run (train/) or an export (exports/NAME); repeat to score with several models in one pass"})
+    output: Path = field(metadata={"help": "scored JSONL; if it exists the run resumes and skips ids already in it. Several filters: a folder (one FILTER.jsonl each, e.g. sustainability-v1.jsonl) or a path with {filter}"})
+    filter: str | list[str] | None = field(default=None, metadata={"help": "filter name or path; default: the filter the model was trained for. Repeat to score several filters in one pass: with one --model all share its forward pass, with several models they pair in order"})
+    engine: str = field(default="local", metadata={"help": "local: this process and tokenizer workers; ray: a Ray Data pipeline (pip install 'distill[ray]')"})
+    ray_address: str | None = field(default=None, metadata={"help": "Ray cluster to join (e.g. auto or ray://host:10001); default: start a local Ray instance (--engine ray)"})
+    ray_cpus: int | None = field(default=None, metadata={"help": "CPUs of the local Ray instance started without --ray-address (default: all cores)"})
+    actors: int = field(default=1, metadata={"help": "model actors in the Ray pipeline (--engine ray), each holding every model of the run"})
+    gpus_per_actor: float | None = field(default=None, metadata={"help": "GPU share of each model actor (--engine ray; e.g. 0.5 puts two on a GPU); default: 1 on --device cuda, else 0"})
     backend: str = field(default="auto", metadata={"help": "auto: onnx when the folder has model.onnx and the device is CPU, else torch"})
     device: str = field(default="auto", metadata={"help": "auto: cuda when torch sees a GPU, else cpu"})
     precision: str = field(default="auto", metadata={"help": "auto: onnx int8 when model.int8.onnx exists (CPU), torch bf16 on cuda, else fp32"})
@@ -39,10 +45,55 @@ class ScoreSettings:
     progress: bool = field(default=True, metadata={"help": "show a progress bar on stderr"})
 
     @property
+    def model_dirs(self) -> list[Path]:
+        return [Path(m) for m in (self.model if isinstance(self.model, list | tuple) else [self.model])]
+
+    @property
+    def filter_names(self) -> list[str]:
+        if self.filter is None:
+            return []
+        return list(self.filter) if isinstance(self.filter, list | tuple) else [self.filter]
+
+    def model_filter_pairs(self) -> list[tuple[Path, str | None]]:
+        """(model folder, filter or None for the model's own) per job, in flag order."""
+        models, filters = self.model_dirs, self.filter_names
+        if len(models) == 1:
+            return [(models[0], name) for name in filters] or [(models[0], None)]
+        return list(zip(models, filters or [None] * len(models), strict=True))
+
+    @property
+    def folder_output(self) -> bool:
+        """Several jobs write FILTER.jsonl files into --output (unless it has {filter})."""
+        if "{filter}" in str(self.output):
+            return False
+        return Path(self.output).is_dir() or (self._jobs() > 1 and not str(self.output).endswith(".jsonl"))
+
+    def output_paths(self, filter_ids: list[str]) -> list[Path]:
+        """One output per job: `-o` itself for one filter, else the folder or {filter} template."""
+        slugs = [filter_id.replace("/", "-") for filter_id in filter_ids]
+        if len(set(slugs)) != len(slugs):
+            raise ConfigError(f"--filter: the same filter twice ({', '.join(filter_ids)}) would share an output")
+        if "{filter}" in str(self.output):
+            return [Path(str(self.output).replace("{filter}", slug)) for slug in slugs]
+        if self.folder_output:
+            Path(self.output).mkdir(parents=True, exist_ok=True)
+            return [Path(self.output) / f"{slug}.jsonl" for slug in slugs]
+        if len(slugs) > 1:
+            raise ConfigError("--output: several filters need a folder or a path with {filter}")
+        return [Path(self.output)]
+
+    @property
     def rejects_path(self) -> Path:
-        """`scored.jsonl` -> `scored.rejects.jsonl` beside it."""
+        """`scored.jsonl` -> `scored.rejects.jsonl`; a folder -> FOLDER/rejects.jsonl; {filter} -> rejects."""
+        if "{filter}" in str(self.output):
+            return Path(str(self.output).replace("{filter}", "rejects"))
+        if self.folder_output:
+            return Path(self.output) / "rejects.jsonl"
         name = self.output.name.removesuffix(".jsonl")
         return self.output.with_name(name + ".rejects.jsonl")
+
+    def _jobs(self) -> int:
+        return max(len(self.model_dirs), len(self.filter_names), 1)
 
     def validate(self) -> None:
         """Raise one ConfigError listing every problem."""
@@ -55,16 +106,28 @@ class ScoreSettings:
         if not self.inputs:
             problems.append("INPUTS: give at least one corpus JSONL file")
         problems += [f"INPUTS: {p}: no such file" for p in self.inputs if not Path(p).is_file()]
-        if not Path(self.model).is_dir():
-            problems.append(f"--model: {self.model} is not a folder")
-        for name, allowed in (("backend", BACKENDS), ("device", DEVICES), ("precision", PRECISIONS)):
+        problems += [f"--model: {m} is not a folder" for m in self.model_dirs if not m.is_dir()]
+        models, filters = len(self.model_dirs), len(self.filter_names)
+        if models > 1 and filters not in (0, models):
+            problems.append(f"--filter: given {filters} times for {models} models; give one per --model "
+                            "(paired in order) or none (each model's own filter)")
+        if len(set(self.filter_names)) != filters:
+            problems.append("--filter: a filter is named twice")
+        if self._jobs() > 1 and "{filter}" not in str(self.output) and str(self.output).endswith(".jsonl"):
+            problems.append("--output: several filters write one file each: give a folder or a path with {filter}")
+        for name, allowed in (("backend", BACKENDS), ("device", DEVICES), ("precision", PRECISIONS),
+                              ("engine", ENGINES)):
             if getattr(self, name) not in allowed:
                 problems.append(f"--{name}: {getattr(self, name)!r} is not one of {', '.join(allowed)}")
         if self.precision == "int8" and self.backend == "torch":
             problems.append("--precision: int8 needs the onnx backend (use --backend onnx or auto)")
         if self.precision == "bf16" and self.backend == "onnx":
             problems.append("--precision: bf16 is a torch precision (use --backend torch)")
-        for name in ("token_budget", "max_batch", "window", "threads"):
+        if self.gpus_per_actor is not None and self.gpus_per_actor < 0:
+            problems.append(f"--gpus-per-actor: must not be negative (got {self.gpus_per_actor})")
+        if self.engine != "ray" and (self.ray_address or self.ray_cpus):
+            problems.append("--ray-address / --ray-cpus: only with --engine ray")
+        for name in ("token_budget", "max_batch", "window", "threads", "actors", "ray_cpus"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 problems.append(f"--{name.replace('_', '-')}: must be at least 1 (got {value})")
@@ -74,7 +137,7 @@ class ScoreSettings:
         if str(self.output).endswith(".gz"):
             # A killed gzip writer leaves a torn member that cannot be trimmed to resume.
             problems.append("--output: write plain .jsonl (resumable after a kill); compress it afterwards")
-        if Path(self.output).resolve() in {Path(p).resolve() for p in self.inputs}:
+        if Path(str(self.output).replace("{filter}", "x")).resolve() in {Path(p).resolve() for p in self.inputs}:
             problems.append("--output: must not be one of the inputs")
         return problems
 

@@ -111,7 +111,7 @@ def test_scores_real_articles_with_prefilter_rejects_and_shared_rules(tmp_path, 
     rejects = read_output(tmp_path / "scored.rejects.jsonl")
     assert [(r["line"], r["file"]) for r in rejects] == [(n, str(path)) for n in (21, 22, 23, 24)]
     reasons = " | ".join(r["reason"] for r in rejects)
-    assert "not JSON" in reasons and "field 'id'" in reasons and "field 'text'" in reasons
+    assert "not JSON" in reasons and "field 'id'" in reasons and "field 'content'" in reasons
     assert f"duplicate id {valid[3]!r}" in reasons
 
 
