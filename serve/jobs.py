@@ -35,7 +35,7 @@ from distill.filter_spec import FilterSpec, load_filter
 from distill.prefilter import PASSED, Prefilter
 from distill.records import Article, JsonlWriter, ReadStats, parse_article, read_records
 from distill.serve.postfilter import Item, Postfilter
-from distill.serve.resume import load_resume_state
+from distill.serve.resume import ResumeState, load_resume_state
 from distill.serve.settings import ScoreSettings
 from distill.truncation import article_text
 
@@ -105,8 +105,8 @@ class Entry:
         return cls(obj["id"], obj["content_type"], obj["carried"], obj["reasons"], tuple(obj["models"]))
 
 
-def build_plan(settings: ScoreSettings) -> Plan:
-    """Resolve models, filters and outputs; read each output's ids for resuming."""
+def build_plan(settings: ScoreSettings, resume: bool = True) -> Plan:
+    """Resolve models, filters and outputs; read each output's ids for resuming (if `resume`)."""
     models: list[ModelSlot] = []
     groups: list[TokenGroup] = []
     group_keys: list[tuple] = []
@@ -127,7 +127,7 @@ def build_plan(settings: ScoreSettings) -> Plan:
         if spec.config_hash != info.filter_config_hash:
             notes.append(f"filter {spec.id} changed since the model was trained (config hash differs); "
                          "its current weights, gatekeepers and tiers are used")
-        state = load_resume_state(output)
+        state = load_resume_state(output) if resume else ResumeState()
         prefix = f"{output.name}: " if len(pairs) > 1 else ""
         notes += [prefix + note for note in state.notes(info.artifact_id)]
         postfilter = Postfilter(spec, info, folder, info.artifact_id)
