@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from distill.errors import ConfigError, DistillError
+from distill.errors import ConfigError, DistillError, RecordError
 from distill.records import JsonlWriter, Reject, RejectsWriter
 from distill.serve.backends import choose_backend, open_backend
 from distill.serve.batcher import Timings, predict_window
@@ -66,7 +66,7 @@ def score_corpus_ray(settings: ScoreSettings, progress: Callable[[int], None] | 
         with ExitStack() as stack:
             writers = [stack.enter_context(JsonlWriter(job.output)) for job in plan.jobs]
             rejects = stack.enter_context(RejectsWriter(plan.rejects))
-            _drain(dataset, plan, writers, rejects, summary, progress)
+            _drain(dataset, plan, writers, rejects, summary, progress, settings.strict)
             summary.rejected = rejects.count
     finally:
         if started_here:
@@ -171,9 +171,12 @@ def _read_windows(settings: ScoreSettings, done_ref: Any) -> Iterator[Any]:
         job.done = done
     rejects: list[Reject] = []
     counts = ReadCounts()
-    for entries in windows(read_chunks(settings, plan, rejects, counts), settings.window):
-        yield pa.table(_window_row(plan, entries, rejects, counts))
-        rejects.clear()
+    try:
+        for entries in windows(read_chunks(settings, plan, rejects, counts), settings.window):
+            yield pa.table(_window_row(plan, entries, rejects, counts))
+            rejects.clear()
+    except RecordError as exc:  # --strict: hand the line to the driver (Ray cannot rebuild this error)
+        rejects.append(Reject(exc.path, exc.line_no, exc.reason, ""))
     yield pa.table(_window_row(plan, [], rejects, counts))
 
 
@@ -244,12 +247,14 @@ def unpack(flat: bytes, lengths: bytes) -> list[list[int]]:
 
 
 def _drain(dataset: Any, plan: Plan, writers: list[JsonlWriter], rejects: RejectsWriter,
-           summary: RunSummary, progress: Callable[[int], None] | None) -> None:
+           summary: RunSummary, progress: Callable[[int], None] | None, strict: bool) -> None:
     """Write each window's rejects and records as it arrives, in input order."""
     counts, handled = {"resumed": 0, "jobs": [[0, 0] for _ in plan.jobs]}, 0
     try:
         for row in dataset.iter_rows():
             for obj in json.loads(row["rejects"]):
+                if strict:
+                    raise RecordError(obj["file"], obj["line"], obj["reason"])
                 rejects.append(Reject(obj["file"], obj["line"], obj["reason"], obj["raw"]))
             entries = [Entry.from_json(obj) for obj in json.loads(row["entries"])]
             dims = [len(slot.info.dimensions) for slot in plan.models]
