@@ -192,7 +192,7 @@ def bad_lines() -> list[tuple[str, str]]:
         ("{not json", "not JSON"),
         ("[1, 2]", "not a JSON object"),
         (json.dumps({k: v for k, v in good.items() if k != "id"}), "field 'id'"),
-        (json.dumps({k: v for k, v in good.items() if k != "content"}), "field 'text'"),
+        (json.dumps({k: v for k, v in good.items() if k != "content"}), "field 'content': missing"),
         (json.dumps(good | {"content": "   "}), "field 'content'"),
         (json.dumps(good | {"scores": [1, 2, 3]}), "field 'scores': missing or not an object"),
         (json.dumps({k: v for k, v in good.items() if k != "scores"}), "field 'scores': missing"),
