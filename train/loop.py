@@ -12,6 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from distill.artifact import StudentInfo, TargetScaler
+from distill.errors import ConfigError
+from distill.filter_spec import FilterSpec, load_filter
 from distill.train import checkpoint as ckpt
 from distill.train.data import Split, length_grouped_batches, read_split, tier_balance_weights
 from distill.train.model import (
@@ -24,10 +28,6 @@ from distill.train.model import (
     verify_head,
 )
 from distill.train.settings import TrainSettings
-
-from distill.artifact import StudentInfo, TargetScaler
-from distill.errors import ConfigError
-from distill.filter_spec import FilterSpec, load_filter
 
 Echo = Callable[[str], None]
 
@@ -129,12 +129,51 @@ def evaluate_val(model: Any, tokenizer: Any, data: TrainData, kind: str, batch_s
     return {"val_loss": loss, "val_mae": float(mae.mean()), "val_mae_per_dimension": mae.tolist()}
 
 
+def launched_processes() -> Any | None:
+    """An accelerate Accelerator when `accelerate launch` started several processes, else None.
+
+    Then each process takes its share of every batch and DDP averages the
+    gradients, so an optimiser step sees the same batch as on one device;
+    process 0 alone saves, and every process evaluates the same val set so
+    they agree on the best epoch and on stopping early.
+    """
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1")) < 2:
+        return None
+    from accelerate import Accelerator
+
+    return Accelerator()
+
+
+def local_share(batch: list[int], weights: np.ndarray, accelerator: Any | None) -> tuple[list[int], float | None]:
+    """This process's rows of `batch` and the loss divisor that makes DDP's mean gradient the batch's own.
+
+    None means one process: divide by the rows' weight sum as before. With
+    `world` processes each divides by (the whole batch's weight sum / world),
+    since DDP averages the processes' gradients. A process left without rows
+    runs one row with an infinite divisor (zero gradient): DDP needs every
+    process in each backward pass.
+    """
+    if accelerator is None:
+        return batch, None
+    world = accelerator.num_processes
+    mine = list(batch[accelerator.process_index::world])
+    if not mine:
+        return list(batch[:1]), math.inf
+    return mine, float(weights[batch].sum()) / world
+
+
 def train(settings: TrainSettings, echo: Echo = print) -> Path:
     """Run distill-train; returns the finished model folder."""
     import torch
     from tqdm import tqdm
 
     settings.validate()
+    accelerator = launched_processes()
+    main_process = accelerator is None or accelerator.is_main_process
+    if not main_process:
+        echo = lambda _: None  # noqa: E731 - process 0 reports for all
     spec = load_filter(settings.filter)
     out = settings.resolved_output_dir(spec.name)
     last, best = out / "checkpoint-last", out / "checkpoint-best"
@@ -165,6 +204,10 @@ def train(settings: TrainSettings, echo: Echo = print) -> Path:
         progress.update({k: v for k, v in ckpt.load_training_state(last, model, optimizer).items() if k in progress})
         echo(f"Resuming at epoch {progress['epoch'] + 1}, step {progress['global_step']}")
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    core = model  # the plain model: saved, evaluated; `model` may be its DDP wrapper
+    if accelerator is not None:
+        model = accelerator.prepare_model(model)
+        device = accelerator.device.type
     echo(f"Training {settings.model_name} ({arch}, {'full' if settings.full_finetune else f'LoRA r={settings.lora_rank}'}, "
          f"{trainable / 1e6:.2f}M trainable) on {len(lengths)} examples, {len(data.val_ids)} val, "
          f"{max_tokens} tokens, {device}")
@@ -181,8 +224,11 @@ def train(settings: TrainSettings, echo: Echo = print) -> Path:
         )
 
     def save_last(metrics: dict[str, Any]) -> None:
-        save_student(model, tokenizer, make_info(metrics), last)
-        ckpt.save_training_state(last, model, optimizer, {**progress, "settings": settings.to_json()})
+        if main_process:
+            save_student(core, tokenizer, make_info(metrics), last)
+            ckpt.save_training_state(last, core, optimizer, {**progress, "settings": settings.to_json()})
+        if accelerator is not None:
+            accelerator.wait_for_everyone()
 
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda" else torch.autocast("cpu", enabled=False)
     model.train()
@@ -190,9 +236,10 @@ def train(settings: TrainSettings, echo: Echo = print) -> Path:
         batches = length_grouped_batches(lengths, settings.batch_size, settings.seed, epoch)
         skip = progress["step_in_epoch"]
         bar = tqdm(batches[skip:], desc=f"Epoch {epoch + 1}/{settings.epochs}", initial=skip,
-                   total=len(batches), dynamic_ncols=True)
+                   total=len(batches), dynamic_ncols=True, disable=not main_process)
         running, started = None, time.monotonic()
-        for index in bar:
+        for batch in bar:
+            index, divisor = local_share(batch, data.train_weights, accelerator)
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate_at(progress["global_step"], total_steps, settings)
             ids, mask = pad_batch([data.train_ids[i] for i in index], tokenizer.pad_token_id)
@@ -200,7 +247,7 @@ def train(settings: TrainSettings, echo: Echo = print) -> Path:
             weight = torch.tensor(data.train_weights[index], dtype=torch.float32, device=device)
             with autocast:
                 pred = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
-            loss = (regression_loss(pred, target, settings.loss) * weight).sum() / weight.sum()
+            loss = (regression_loss(pred, target, settings.loss) * weight).sum() / (divisor or weight.sum())
             loss.backward()
             torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
             optimizer.step()
@@ -214,7 +261,7 @@ def train(settings: TrainSettings, echo: Echo = print) -> Path:
                 started = time.monotonic()
                 save_last({})
         progress["train_seconds"] += time.monotonic() - started
-        metrics = evaluate_val(model, tokenizer, data, settings.loss, settings.batch_size * 2)
+        metrics = evaluate_val(core, tokenizer, data, settings.loss, settings.batch_size * 2)
         bar.set_postfix(loss=f"{running or 0:.4f}", val_loss=f"{metrics['val_loss']:.4f}")
         bar.close()
         improved = progress["best_mae"] is None or metrics["val_mae"] < progress["best_mae"]
@@ -227,13 +274,15 @@ def train(settings: TrainSettings, echo: Echo = print) -> Path:
              f"val_mae={metrics['val_mae']:.4f}")
         save_last(metrics)
         echo(f"  saved checkpoint {last}")
-        if improved:
+        if improved and main_process:
             ckpt.replace_folder(last, best)
             echo(f"  new best val MAE {metrics['val_mae']:.4f}: saved {best}")
         if settings.patience and progress["stale_epochs"] >= settings.patience:
             echo(f"Early stop: no better val MAE for {settings.patience} epoch(s)")
             break
-    return finish(out, best, progress, echo)
+    if accelerator is not None:
+        accelerator.wait_for_everyone()
+    return finish(out, best, progress, echo) if main_process else out
 
 
 def finish(out: Path, best: Path, progress: dict[str, Any], echo: Echo) -> Path:
