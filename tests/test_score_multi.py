@@ -152,3 +152,18 @@ def test_cli_scores_two_filters_into_a_folder(tmp_path, students, corpus):
     for name in ("sustainability-v1", "uplifting-v1"):
         assert len(read(tmp_path / "scored" / f"{name}.jsonl")) == 61
     assert len(read(tmp_path / "scored" / "rejects.jsonl")) == 1
+
+
+def test_help_shows_engines_and_multi_filter_flags_without_importing_ray():
+    import subprocess
+    import sys
+
+    code = ("import sys; from distill.serve.cli import command; "
+            "assert 'ray' not in sys.modules and 'torch' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True)
+    from distill.serve.cli import command
+
+    help_text = " ".join(CliRunner().invoke(command, ["--help"]).output.split())
+    for part in ("--engine [local|ray]", "--ray-address", "--ray-cpus", "--actors", "--gpus-per-actor",
+                 "{filter}", "Repeat to score several filters"):
+        assert part in help_text
