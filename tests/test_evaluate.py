@@ -53,6 +53,8 @@ def test_calibration_undoes_shrinkage_and_rounding_is_integer():
     # isotonic value sits on a .5 tie or within a grid step of a jump
     assert set(np.unique(stairs)) <= set(range(11))
     assert np.abs(stairs - rounded(plain)).max() <= 1 and np.mean(stairs == rounded(plain)) > 0.95
+    only_round = fit_calibration(shrunk, true, ["a", "b"], "rounded").apply(shrunk, ["a", "b"])
+    assert np.mean(only_round == rounded(shrunk)) > 0.99
     assert abs(np.abs(stairs - true).mean() - np.abs(rounded(plain) - true).mean()) < 0.01
     variants = post_processings(shrunk, true, ["a", "b"])
     assert set(variants) == {"raw", "rounded", "isotonic", "isotonic+rounded", "linear", "linear+rounded"}
@@ -76,8 +78,9 @@ def test_tfidf_ridge_beats_the_mean_predictor():
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, tiny_bert_dir):
     pytest.importorskip("peft")
-    from distill.train import loop
     from test_train_loop import settings_for, synthetic_split
+
+    from distill.train import loop
 
     root = tmp_path_factory.mktemp("evaluate")
     data = synthetic_split(root / "data", n_train=32, n_val=16)

@@ -12,13 +12,13 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("peft")
 
 from conftest import write_jsonl  # noqa: E402
+
+from distill.artifact import read_info  # noqa: E402
+from distill.errors import ConfigError  # noqa: E402
 from distill.train import loop  # noqa: E402
 from distill.train.data import length_grouped_batches, read_split, tier_balance_weights  # noqa: E402
 from distill.train.model import load_student, predict_scores  # noqa: E402
 from distill.train.settings import TrainSettings  # noqa: E402
-
-from distill.artifact import read_info  # noqa: E402
-from distill.errors import ConfigError  # noqa: E402
 
 WORDS = "solar wind battery grid policy storage carbon pilot plant market city river".split()
 

@@ -8,6 +8,10 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("peft")
 
+from safetensors.torch import load_file, save_file  # noqa: E402
+
+from distill.artifact import StudentInfo  # noqa: E402
+from distill.errors import ModelArtifactError  # noqa: E402
 from distill.train.model import (  # noqa: E402
     build_student,
     head_state,
@@ -16,10 +20,6 @@ from distill.train.model import (  # noqa: E402
     save_student,
     verify_head,
 )
-from safetensors.torch import load_file, save_file  # noqa: E402
-
-from distill.artifact import StudentInfo  # noqa: E402
-from distill.errors import ModelArtifactError  # noqa: E402
 
 DIMS = [f"d{i}" for i in range(8)]
 TEXTS = ["Solar plant opens in Spain. " * 30, "A short note.", "Battery pilot results."]

@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Union, get_args, get_origin
 
 import click
-from distill.train.settings import LOSSES, TrainSettings
 
 from distill.cli import run_main
+from distill.train.settings import LOSSES, TrainSettings
 
 
 def _option(f: dataclasses.Field) -> click.Option:

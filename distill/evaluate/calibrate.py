@@ -15,7 +15,7 @@ import numpy as np
 
 from distill.artifact import Calibration
 
-METHODS = ("isotonic", "linear", "isotonic+rounded", "linear+rounded")
+METHODS = ("isotonic", "linear", "isotonic+rounded", "linear+rounded", "rounded")
 # Grid on which a map followed by rounding is turned back into knots.
 _STAIR_STEP = 0.001
 
@@ -33,6 +33,9 @@ def fit_calibration(
     knots = {}
     for j, name in enumerate(dimensions):
         x, y = val_pred[:, j], val_true[:, j]
+        if base == "rounded":  # rounding alone: nothing is fitted
+            knots[name] = _staircase([0.0, 10.0], [0.0, 10.0])
+            continue
         knots[name] = _isotonic_knots(x, y) if base == "isotonic" else _linear_knots(x, y)
         if then_round:
             knots[name] = _staircase(*knots[name])

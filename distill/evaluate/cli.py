@@ -20,9 +20,9 @@ from distill.cli import run_main
 @click.option("--calibrate", is_flag=True, default=False, show_default=True,
               help="fit per-dimension calibration on val and save calibration.json in the model folder "
                    "(later stages apply it)")
-@click.option("--calibration-method", type=click.Choice(["isotonic", "linear", "isotonic+rounded", "linear+rounded"]), default="isotonic",
+@click.option("--calibration-method", type=click.Choice(["isotonic", "linear", "isotonic+rounded", "linear+rounded", "rounded"]), default="isotonic",
               show_default=True, help="isotonic (monotone map) or linear (variance-restoring line); +rounded then rounds to "
-                   "integers like the oracle's labels, stored in the same knots")
+                   "integers like the oracle's labels, stored in the same knots; rounded alone fits nothing")
 @click.option("--batch-size", type=int, default=32, show_default=True, help="articles per forward pass")
 @click.option("--num-threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
 def command(**kwargs) -> None:
