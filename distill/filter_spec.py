@@ -123,6 +123,12 @@ class FilterSpec:
         return self.prompt.replace(PROMPT_PLACEHOLDER, article_text)
 
     @property
+    def shipped_student(self) -> Path | None:
+        """A trained student shipped inside the filter package (`student/`), if any."""
+        folder = self.path / "student"
+        return folder if (folder / "distill.json").is_file() else None
+
+    @property
     def prefilter_hook(self) -> Path | None:
         """Optional `prefilter.py` beside the config: trusted code, run as is."""
         hook = self.path / "prefilter.py"

@@ -21,7 +21,7 @@ def _opt(*names: str, field: str, **kwargs):
 
 @click.command()
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
-@_opt("--model", "-m", field="model", required=True, multiple=True, type=click.Path(path_type=Path))
+@_opt("--model", "-m", field="model", multiple=True, type=click.Path(path_type=Path))
 @_opt("--output", "-o", field="output", required=True, type=click.Path(path_type=Path))
 @_opt("--filter", "-f", field="filter", multiple=True)
 @_opt("--engine", field="engine", default="local", type=click.Choice(ENGINES))
@@ -41,7 +41,9 @@ def _opt(*names: str, field: str, **kwargs):
 @_opt("--write-blocked/--skip-blocked", field="write_blocked", default=True)
 @_opt("--strict/--no-strict", field="strict", default=False)
 @_opt("--progress/--no-progress", field="progress", default=True)
-def command(**options) -> None:
+@click.option("--show", type=int, default=0, show_default=True,
+              help="print the first N records of each output as a table (id, tier, overall, strongest dimensions)")
+def command(show: int, **options) -> None:
     """Score articles in INPUTS (JSONL) with a student model; write scored JSONL.
 
     Each output line: id, scores {dimension: 0-10}, overall_score, tier,
@@ -66,6 +68,7 @@ def command(**options) -> None:
     options["filter"] = list(options["filter"]) or None
     options["carry"] = tuple(options["carry"])
     settings = ScoreSettings(**options)
+    settings.use_shipped_students()
     settings.validate()
     bar = _progress_bar(settings)
     try:
@@ -73,7 +76,33 @@ def command(**options) -> None:
     finally:
         if bar:
             bar.close()
+    if show > 0:
+        for job in summary.jobs:
+            _print_records(job.output, show)
     _print_summary(summary)
+
+
+def _print_records(path: Path, limit: int) -> None:
+    """The first records of an output file, read back as a user would."""
+    import itertools
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"first {limit} records of {path}")
+    for name in ("id", "tier", "overall", "strongest dimensions"):
+        table.add_column(name, justify="right" if name == "overall" else "left")
+    with open(path, encoding="utf-8") as handle:
+        for line in itertools.islice(handle, limit):
+            record = json.loads(line)
+            if record["scores"] is None:
+                table.add_row(record["id"], "-", "-", f"blocked: {record['prefilter']}")
+                continue
+            top = sorted(record["scores"].items(), key=lambda kv: -kv[1])[:2]
+            table.add_row(record["id"], record["tier"], f"{record['overall_score']:.2f}",
+                          ", ".join(f"{name} {value:.1f}" for name, value in top))
+    Console(stderr=True).print(table)
 
 
 def _progress_bar(settings: ScoreSettings):

@@ -23,7 +23,7 @@ PRECISIONS = ("auto", "fp32", "int8", "bf16")
 @dataclass
 class ScoreSettings:
     inputs: list[Path] = field(metadata={"help": "corpus JSONL files (.jsonl or .jsonl.gz); articles need id and content/text"})
-    model: Path | list[Path] = field(metadata={"help": "model folder with distill.json: a trained run (train/) or an export (exports/NAME); repeat to score with several models in one pass"})
+    model: Path | list[Path] = field(metadata={"help": "model folder with distill.json: a trained run (train/) or an export (exports/NAME); repeat to score with several models in one pass. Default: the student shipped with each --filter"})
     output: Path = field(metadata={"help": "scored JSONL; if it exists the run resumes and skips ids already in it. Several filters: a folder (one FILTER.jsonl each, e.g. sustainability-v1.jsonl) or a path with {filter}"})
     filter: str | list[str] | None = field(default=None, metadata={"help": "filter name or path; default: the filter the model was trained for. Repeat to score several filters in one pass: with one --model all share its forward pass, with several models they pair in order"})
     engine: str = field(default="local", metadata={"help": "local: this process and tokenizer workers; ray: a Ray Data pipeline (pip install 'distill[ray]')"})
@@ -53,6 +53,22 @@ class ScoreSettings:
         if self.filter is None:
             return []
         return list(self.filter) if isinstance(self.filter, list | tuple) else [self.filter]
+
+    def use_shipped_students(self) -> None:
+        """No --model: each --filter's shipped student (filters/<name>/vN/student/)."""
+        if self.model_dirs:
+            return
+        from distill.filter_spec import load_filter
+
+        if not self.filter_names:
+            raise ConfigError("--model: give a model folder, or a --filter that ships a student")
+        students = []
+        for name in self.filter_names:
+            student = load_filter(name).shipped_student
+            if student is None:
+                raise ConfigError(f"--model: filter {name} ships no student; give --model PATH")
+            students.append(student)
+        self.model = students
 
     def model_filter_pairs(self) -> list[tuple[Path, str | None]]:
         """(model folder, filter or None for the model's own) per job, in flag order."""
