@@ -35,7 +35,7 @@ def _opt(*names: str, field: str, **kwargs):
 @_opt("--token-budget", field="token_budget", default=None, type=int)
 @_opt("--max-batch", field="max_batch", default=None, type=int)
 @_opt("--window", field="window", default=ScoreSettings.__dataclass_fields__["window"].default, type=int)
-@_opt("--workers", field="workers", default=ScoreSettings.__dataclass_fields__["workers"].default, type=int)
+@_opt("--workers", field="workers", default=None, type=int)
 @_opt("--threads", field="threads", default=None, type=int)
 @_opt("--carry", field="carry", multiple=True)
 @_opt("--write-blocked/--skip-blocked", field="write_blocked", default=True)

@@ -104,7 +104,7 @@ def _pipeline(ray: Any, settings: ScoreSettings, plan: Plan) -> Any:
     logging.getLogger("ray.data").setLevel(logging.WARNING)
     device = _device(ray, settings)
     gpus = settings.gpus_per_actor if settings.gpus_per_actor is not None else float(device == "cuda")
-    tokenisers = max(settings.workers, 1)
+    tokenisers = max(settings.workers or 0, 1)
     cpus = 1.0 if gpus else _cpus_per_actor(ray, settings, tokenisers)
     done = ray.put([job.done for job in plan.jobs])
     with warnings.catch_warnings():  # newer Ray names these arguments; ray_remote_args still works

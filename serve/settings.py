@@ -37,7 +37,7 @@ class ScoreSettings:
     token_budget: int | None = field(default=None, metadata={"help": "padded tokens per batch; default: the backend's (CPU 8192, GPU 65536)"})
     max_batch: int | None = field(default=None, metadata={"help": "articles per batch at most; default: the backend's (CPU 64, GPU 512)"})
     window: int = field(default=2048, metadata={"help": "articles sorted by length together; bounds memory and work lost to a kill"})
-    workers: int = field(default=1, metadata={"help": "tokenizer processes running ahead of the model (0: tokenise in the main process); --engine ray: tokenizer actors (at least 1)"})
+    workers: int | None = field(default=None, metadata={"help": "tokenizer processes running ahead of the model (0: tokenise in the main process); default: 0 on CPU, where the model already uses every core, 1 on CUDA; --engine ray: tokenizer actors (at least 1)"})
     threads: int = field(default_factory=lambda: os.cpu_count() or 1, metadata={"help": "CPU threads for the model (default: all cores); --engine ray: per model actor, which reserves at most what the tokenizer actors leave"})
     carry: tuple[str, ...] = field(default=(), metadata={"help": "input fields copied into each output record (e.g. url, title)"})
     write_blocked: bool = field(default=True, metadata={"help": "write a record (scores null, prefilter = reason) for articles the prefilter blocks"})
@@ -147,7 +147,7 @@ class ScoreSettings:
             value = getattr(self, name)
             if value is not None and value < 1:
                 problems.append(f"--{name.replace('_', '-')}: must be at least 1 (got {value})")
-        if self.workers < 0:
+        if self.workers is not None and self.workers < 0:
             problems.append(f"--workers: must be 0 or more (got {self.workers})")
         problems += [f"--carry {name}: a scored record already has this field" for name in self.carry if name in RECORD_FIELDS]
         if str(self.output).endswith(".gz"):
