@@ -25,3 +25,9 @@ class OracleError(DistillError):
 
 class ModelArtifactError(DistillError):
     """A model folder is incomplete or inconsistent (no distill.json, missing head...)."""
+
+
+def raise_settings_problems(problems: list[str]) -> None:
+    """One ConfigError listing every problem with a run's settings, if there are any."""
+    if problems:
+        raise ConfigError("invalid settings:\n  " + "\n  ".join(problems))

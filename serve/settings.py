@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from distill.errors import ConfigError
+from distill.errors import ConfigError, raise_settings_problems
 
 BACKENDS = ("auto", "torch", "onnx")
 ENGINES = ("local", "ray")
@@ -113,9 +113,7 @@ class ScoreSettings:
 
     def validate(self) -> None:
         """Raise one ConfigError listing every problem."""
-        problems = self._problems()
-        if problems:
-            raise ConfigError("invalid settings:\n  " + "\n  ".join(problems))
+        raise_settings_problems(self._problems())
 
     def _problems(self) -> list[str]:
         problems = []

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from distill.errors import ConfigError
+from distill.errors import raise_settings_problems
 
 LOSSES = ("mse", "l1", "huber", "mse+l1")
 SPLIT_FILES = ("train.jsonl", "val.jsonl")
@@ -50,9 +50,7 @@ class TrainSettings:
 
     def validate(self) -> None:
         """Raise one ConfigError listing every problem."""
-        problems = self._problems()
-        if problems:
-            raise ConfigError("invalid settings:\n  " + "\n  ".join(problems))
+        raise_settings_problems(self._problems())
 
     def _problems(self) -> list[str]:
         problems = []

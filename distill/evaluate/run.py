@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from distill.errors import ConfigError
+from distill.errors import raise_settings_problems
 
 Echo = Callable[[str], None]
 SPLITS = ("train", "val", "test")
@@ -39,8 +39,7 @@ class EvaluateSettings:
             problems.append(f"--calibration-method: one of {', '.join(METHODS)} (got {self.calibration_method!r})")
         if self.batch_size < 1:
             problems.append(f"--batch-size: must be at least 1 (got {self.batch_size})")
-        if problems:
-            raise ConfigError("invalid settings:\n  " + "\n  ".join(problems))
+        raise_settings_problems(problems)
 
 
 def evaluate(settings: EvaluateSettings, echo: Echo = print) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from distill.errors import ConfigError
+from distill.errors import raise_settings_problems
 
 SPLITS = ("train", "val", "test")
 
@@ -38,9 +38,7 @@ class PrepareSettings:
 
     def validate(self) -> None:
         """Raise one ConfigError listing every problem."""
-        problems = self._problems()
-        if problems:
-            raise ConfigError("invalid settings:\n  " + "\n  ".join(problems))
+        raise_settings_problems(self._problems())
 
     def _problems(self) -> list[str]:
         problems = []
