@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -51,6 +53,8 @@ def test_lora_round_trip_keeps_head_and_predictions(base_fixture, tmp_path, requ
     assert before.shape == (3, 8)
     assert ((after >= 0) & (after <= 10)).all()
     np.testing.assert_allclose(before, after, atol=1e-5)
+    adapter = json.loads((folder / "adapter_config.json").read_text())
+    assert adapter["base_model_name_or_path"] == info.base_model
 
 
 def test_decoder_pools_last_real_token_with_right_padding(tiny_qwen_dir, tmp_path):

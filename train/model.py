@@ -203,6 +203,9 @@ def save_student(model: Any, tokenizer: Any, info: StudentInfo, folder: str | Pa
     """Weights (safetensors), tokenizer and distill.json, with the head's checksum recorded."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    for config in getattr(model, "peft_config", {}).values():
+        # name the base as distill.json does, not by this machine's absolute path
+        config.base_model_name_or_path = info.base_model
     model.save_pretrained(folder, safe_serialization=True)
     tokenizer.save_pretrained(folder)
     info.training = {**info.training, "head_sha256": head_checksum(model)}
