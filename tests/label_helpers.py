@@ -33,3 +33,14 @@ def label_args(source: Path, out: Path, url: str, *extra: str) -> list[str]:
 def read_output(out: Path) -> list[dict]:
     path = out / "labelled.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def run_cli(args: list[str]) -> int:
+    """distill-label in-process, as its console script would run; returns the exit code."""
+    from distill.label.cli import main
+
+    try:
+        main(args)
+    except SystemExit as exc:
+        return exc.code or 0
+    return 0

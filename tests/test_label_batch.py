@@ -12,23 +12,14 @@ from collections import Counter
 
 import pytest
 from fake_gemini import FakeGemini
-from label_helpers import SECRET, label_args, make_articles, read_output, write_articles
+from label_helpers import SECRET, label_args, make_articles, read_output, run_cli, write_articles
 from test_label_resume import key_to_prompt_sha
-
-from distill.label.cli import main
 
 
 @pytest.fixture(autouse=True)
 def api_key(monkeypatch):
     monkeypatch.setenv("GEMINI_API_KEY", SECRET)
 
-
-def run_cli(args: list[str]) -> int:
-    try:
-        main(args)
-    except SystemExit as exc:
-        return exc.code or 0
-    return 0
 
 
 def test_batch_joins_by_key_and_resubmits_only_failed_keys(tmp_path):

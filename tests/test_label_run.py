@@ -7,10 +7,9 @@ from collections import Counter
 
 import pytest
 from fake_gemini import FakeGemini
-from label_helpers import SECRET, label_args, read_output, write_articles
+from label_helpers import SECRET, label_args, read_output, run_cli, write_articles
 
 from distill.filter_spec import load_filter
-from distill.label.cli import main
 
 
 @pytest.fixture
@@ -24,13 +23,6 @@ def api_key(monkeypatch):
     monkeypatch.delenv("GOOGLE_API_KEY", raising=False)
     monkeypatch.setenv("GEMINI_API_KEY", SECRET)
 
-
-def run_cli(args: list[str]) -> int:
-    try:
-        main(args)
-    except SystemExit as exc:
-        return exc.code or 0
-    return 0
 
 
 def test_labels_every_article_once_with_validated_scores(tmp_path, fake, capsys):

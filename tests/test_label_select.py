@@ -8,10 +8,9 @@ import sqlite3
 import pytest
 from conftest import write_jsonl
 from fake_gemini import FakeGemini
-from label_helpers import SECRET, label_args, make_articles, read_output, write_articles
+from label_helpers import SECRET, label_args, make_articles, read_output, run_cli, write_articles
 
 from distill.filter_spec import load_filter
-from distill.label.cli import main
 from distill.label.plan import make_plan
 from distill.label.settings import LabelSettings
 
@@ -32,13 +31,6 @@ def journal_statuses(folder) -> dict:
     return {str(p): sqlite3.connect(p).execute("SELECT status, message FROM calls WHERE status != 'ok'").fetchall()
             for p in folder.rglob("journal.sqlite")}
 
-
-def run_cli(args: list[str]) -> int:
-    try:
-        main(args)
-    except SystemExit as exc:
-        return exc.code or 0
-    return 0
 
 
 def test_target_count_random_sample_is_seeded_and_resumes(tmp_path, fake):
