@@ -10,11 +10,12 @@ real articles:
 
 - baseline: plain transformers, fp32, batch 8 in input order, padding to the
   longest, the tokenizer's own truncation at the student's max tokens;
-- distill-score with torch fp32, ONNX fp32, ONNX int8 and torch bf16 (the
-  whole runner: read, prefilter, tokenise, batch, infer, postfilter, write;
-  bf16 pays off on CPUs with AMX).
+- distill-score with torch fp32, ONNX fp32, ONNX int8, torch bf16 and torch
+  bf16 compiled (the whole runner: read, prefilter, tokenise, batch, infer,
+  postfilter, write; bf16 pays off on CPUs with AMX).
 
-Times exclude model loading. Prints a table and writes JSON with the machine,
+Times exclude model loading and, for the compiled variant, the compile
+(both are reported as start-up seconds). Prints a table and writes JSON with the machine,
 the figures and the score parity between backends. The head is random, so
 this measures speed and agreement, not quality.
 """
@@ -35,7 +36,9 @@ from distill.records import iter_json_lines
 from distill.truncation import article_text
 
 FILTER = "sustainability/v1"
-VARIANTS = (("torch", "fp32"), ("onnx", "fp32"), ("onnx", "int8"), ("torch", "bf16"))
+# (backend, precision, torch.compile)
+VARIANTS = (("torch", "fp32", False), ("onnx", "fp32", False), ("onnx", "int8", False),
+            ("torch", "bf16", False), ("torch", "bf16", True))
 
 
 def build_minilm_artifact(work: Path, data: Path, seed: int = 0) -> tuple[Path, Path]:
@@ -107,14 +110,15 @@ def time_baseline(model_dir: Path, corpus: Path, max_tokens: int, threads: int) 
 
 
 def time_runner(model_dir: Path, corpus: Path, output: Path, backend: str, precision: str,
-                threads: int) -> dict[str, Any]:
+                threads: int, compile_model: bool = False) -> dict[str, Any]:
     """The whole distill-score pipeline on the corpus, fresh output."""
     from distill.serve.runner import score_corpus
     from distill.serve.settings import ScoreSettings
 
     output.unlink(missing_ok=True)
     settings = ScoreSettings(inputs=[corpus], model=model_dir, output=output, backend=backend,
-                             device="cpu", precision=precision, threads=threads, progress=False)
+                             device="cpu", precision=precision, threads=threads, progress=False,
+                             compile=compile_model)
     summary = score_corpus(settings)
     t = summary.timings
     result = _figures(f"distill-score {summary.backend}", summary.scored, summary.seconds)
@@ -149,9 +153,9 @@ def run(data: Path, work: Path, limit: int, threads: int) -> dict[str, Any]:
 
     max_tokens = read_info(student).max_tokens
     results = [time_baseline(student, corpus, max_tokens, threads)]
-    for backend, precision in VARIANTS:
-        results.append(time_runner(export, corpus, work / f"scored-{backend}-{precision}.jsonl",
-                                   backend, precision, threads))
+    for backend, precision, compile_model in VARIANTS:
+        name = f"scored-{backend}-{precision}{'-compiled' if compile_model else ''}.jsonl"
+        results.append(time_runner(export, corpus, work / name, backend, precision, threads, compile_model))
     base = results[0]["articles_per_s"]
     for r in results:
         r["speedup_vs_baseline"] = round(r["articles_per_s"] / base, 2)
@@ -159,6 +163,8 @@ def run(data: Path, work: Path, limit: int, threads: int) -> dict[str, Any]:
         "onnx-fp32 vs torch-fp32": score_parity(work / "scored-torch-fp32.jsonl", work / "scored-onnx-fp32.jsonl"),
         "onnx-int8 vs onnx-fp32": score_parity(work / "scored-onnx-fp32.jsonl", work / "scored-onnx-int8.jsonl"),
         "torch-bf16 vs torch-fp32": score_parity(work / "scored-torch-fp32.jsonl", work / "scored-torch-bf16.jsonl"),
+        "torch-bf16-compiled vs torch-fp32": score_parity(work / "scored-torch-fp32.jsonl",
+                                                          work / "scored-torch-bf16-compiled.jsonl"),
     }
     return {"machine": _machine(threads), "model": "all-MiniLM-L6-v2 + fresh 8-dim head",
             "max_tokens": max_tokens, "data": str(data), "results": results, "parity": parity}
@@ -178,12 +184,13 @@ def print_table(report: dict[str, Any]) -> None:
     from rich.table import Table
 
     table = Table(title=f"scoring throughput, {report['model']}, {report['machine']['cores']}-core CPU")
-    for column in ("variant", "articles", "articles/s", "ms/article", "× baseline", "padding"):
+    for column in ("variant", "articles", "articles/s", "ms/article", "× baseline", "padding", "start-up s"):
         table.add_column(column, justify="left" if column == "variant" else "right")
     for r in report["results"]:
         padding = f"{r['padding_share']:.0%}" if "padding_share" in r else "-"
         table.add_row(r["name"], str(r["articles"]), f"{r['articles_per_s']:.1f}",
-                      f"{r['ms_per_article']:.2f}", f"{r['speedup_vs_baseline']:.2f}", padding)
+                      f"{r['ms_per_article']:.2f}", f"{r['speedup_vs_baseline']:.2f}", padding,
+                      str(r.get("startup_s", "-")))
     console = Console()
     console.print(table)
     for name, p in report["parity"].items():

@@ -101,14 +101,16 @@ def open_backend(
     threads: int,
     token_budget: int | None = None,
     max_batch: int | None = None,
+    compile_model: bool = False,
 ) -> Backend:
-    """Load the model for `choice`; limits default per device."""
+    """Load the model for `choice`; limits default per device. `compile_model`
+    (torch only) compiles it with torch.compile during start-up."""
     budget, rows = DEFAULT_LIMITS[choice.device]
     limits = BackendLimits(info.max_tokens, max_batch or rows, token_budget or budget)
     pad_id = pad_token_id(model_dir)
     if choice.backend == "onnx":
         return OnnxBackend(model_dir / ONNX_FILES[choice.precision], info, limits, pad_id, choice, threads)
-    return TorchBackend(model_dir, info, limits, pad_id, choice, threads)
+    return TorchBackend(model_dir, info, limits, pad_id, choice, threads, compile_model)
 
 
 def pad_token_id(model_dir: Path) -> int:
@@ -140,10 +142,15 @@ class TorchBackend:
     never lets a real token see a pad, so the mask is redundant and SDPA takes
     its fast causal path; the head then runs only at each row's last real token.
     Encoders need the mask only when a batch has padding at all.
+
+    Compiled (torch.compile, dynamic shapes) the forward pass is one graph for
+    every batch shape, so encoders always get the mask; the compile runs once
+    at start-up (tens of seconds on CPU) and pays off on large corpora: with
+    bf16 on a CPU with AMX it more than halved MiniLM's time per article.
     """
 
     def __init__(self, model_dir: Path, info: StudentInfo, limits: BackendLimits, pad_id: int,
-                 choice: BackendChoice, threads: int):
+                 choice: BackendChoice, threads: int, compile_model: bool = False):
         import torch
 
         from distill.train.model import head_name, load_student
@@ -161,22 +168,30 @@ class TorchBackend:
         self.pad_id = pad_id
         self.limits = limits
         self.dimensions = len(info.dimensions)
-        self.name = choice.label
+        self.compiled = compile_model
+        self.name = choice.label + ("-compiled" if compile_model else "")
+        self._forward = torch.compile(self._eager_forward, dynamic=True) if compile_model else self._eager_forward
+        if compile_model:
+            # Two rows of different lengths: a size of 1 would be specialised and recompiled later.
+            self.predict([[pad_id] * 17, [pad_id] * 9])
 
     def predict(self, sequences: list[list[int]]) -> np.ndarray:
         import torch
 
         ids, mask, lengths = pad_right(sequences, self.pad_id)
+        padded = bool((lengths != ids.shape[1]).any())
+        attention = self._to_device(mask) if padded or self.compiled else None
         with torch.inference_mode():
-            if self.decoder:
-                hidden = self.body(input_ids=self._to_device(ids)).last_hidden_state
-                rows = torch.arange(len(sequences), device=self.device)
-                out = self.head(hidden[rows, self._to_device(lengths - 1)])
-            else:
-                padded = bool((lengths != ids.shape[1]).any())
-                attention = self._to_device(mask) if padded else None
-                out = self.model(input_ids=self._to_device(ids), attention_mask=attention).logits
+            out = self._forward(self._to_device(ids), attention, self._to_device(lengths - 1))
         return out.float().cpu().numpy()
+
+    def _eager_forward(self, ids: Any, attention: Any, last: Any) -> Any:
+        import torch
+
+        if self.decoder:
+            hidden = self.body(input_ids=ids).last_hidden_state
+            return self.head(hidden[torch.arange(ids.shape[0], device=ids.device), last])
+        return self.model(input_ids=ids, attention_mask=attention).logits
 
     def _to_device(self, array: np.ndarray) -> Any:
         import torch

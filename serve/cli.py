@@ -32,6 +32,7 @@ def _opt(*names: str, field: str, **kwargs):
 @_opt("--backend", field="backend", default="auto", type=click.Choice(BACKENDS))
 @_opt("--device", field="device", default="auto", type=click.Choice(DEVICES))
 @_opt("--precision", field="precision", default="auto", type=click.Choice(PRECISIONS))
+@_opt("--compile/--no-compile", field="compile", default=False)
 @_opt("--token-budget", field="token_budget", default=None, type=int)
 @_opt("--max-batch", field="max_batch", default=None, type=int)
 @_opt("--window", field="window", default=ScoreSettings.__dataclass_fields__["window"].default, type=int)

@@ -216,7 +216,8 @@ class _Score:
         for slot in plan.models:
             choice = choose_backend(slot.folder, settings.backend, device, settings.precision)
             self.backends.append(open_backend(slot.folder, slot.info, choice, settings.threads,
-                                              settings.token_budget, settings.max_batch))
+                                              settings.token_budget, settings.max_batch,
+                                              compile_model=settings.compile))
 
     def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
         entries = [Entry.from_json(obj) for obj in json.loads(row["entries"])]

@@ -115,7 +115,6 @@ def score_corpus(settings: ScoreSettings, progress: Callable[[int], None] | None
     start = time.perf_counter()
     plan, summary = start_run(settings)
     choices = [choose_backend(m.folder, settings.backend, settings.device, settings.precision) for m in plan.models]
-    summary.backend = ", ".join(dict.fromkeys(choice.label for choice in choices))
     workers = settings.workers
     if workers is None:  # on CPU a tokenizer process only takes cores from the model
         workers = 1 if any(choice.device == "cuda" for choice in choices) else 0
@@ -123,8 +122,10 @@ def score_corpus(settings: ScoreSettings, progress: Callable[[int], None] | None
         # Workers start (and load the tokenizer) while the models load.
         pools = [stack.enter_context(TokenizerPool(g.folder, g.max_tokens, g.head_share, workers))
                  for g in plan.groups]
-        backends = [open_backend(m.folder, m.info, choice, settings.threads, settings.token_budget, settings.max_batch)
+        backends = [open_backend(m.folder, m.info, choice, settings.threads, settings.token_budget, settings.max_batch,
+                                 compile_model=settings.compile)
                     for m, choice in zip(plan.models, choices, strict=True)]
+        summary.backend = ", ".join(dict.fromkeys(backend.name for backend in backends))
         writers = [stack.enter_context(JsonlWriter(job.output)) for job in plan.jobs]
         rejects = stack.enter_context(RejectsWriter(plan.rejects))
         counts = ReadCounts()

@@ -127,6 +127,18 @@ def test_onnx_and_torch_give_the_same_scores(tmp_path, export, corpus):
     assert [r["tier"] for r in a] == [r["tier"] for r in b]
 
 
+def test_compiled_torch_backend_scores_like_eager(tmp_path, student, corpus):
+    path, valid = corpus
+    eager = run([path], student, tmp_path / "eager.jsonl")
+    compiled = run([path], student, tmp_path / "compiled.jsonl", compile=True)
+    assert compiled.backend == "torch-cpu-fp32-compiled" and eager.backend == "torch-cpu-fp32"
+    a, b = read_output(tmp_path / "eager.jsonl"), read_output(tmp_path / "compiled.jsonl")
+    assert [r["id"] for r in b] == valid
+    diffs = [abs(x["scores"][d] - y["scores"][d]) for x, y in zip(a, b, strict=True) if x["scores"] for d in x["scores"]]
+    assert max(diffs) <= 1e-3
+    assert [r["tier"] for r in a] == [r["tier"] for r in b]
+
+
 def test_rerun_skips_scored_ids_and_trims_a_torn_line(tmp_path, student, corpus):
     path, valid = corpus
     reference = tmp_path / "reference.jsonl"
