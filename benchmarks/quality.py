@@ -69,6 +69,7 @@ def prepared_folder(settings: QualitySettings, filter_name: str, work: Path) -> 
 def predict_all(settings: QualitySettings, folder: Path, dims: int) -> dict[str, Any]:
     """Held-out targets and every predictor's scores on them, with timings."""
     from distill.artifact import Calibration
+    from distill.ensemble import TokenRidge
     from distill.evaluate.baselines import MeanPredictor, TfidfRidge
     from distill.train.data import read_split
     from distill.train.model import load_student, predict_scores
@@ -80,7 +81,8 @@ def predict_all(settings: QualitySettings, folder: Path, dims: int) -> dict[str,
     model, tokenizer, info = load_student(settings.model)
     calibration = Calibration.load(settings.model)
     start = time.perf_counter()
-    student = predict_scores(model, tokenizer, texts, info, settings.batch_size, calibration)
+    student = predict_scores(model, tokenizer, texts, info, settings.batch_size, calibration,
+                             TokenRidge.load(settings.model))
     student_seconds = time.perf_counter() - start
     tfidf = TfidfRidge().fit(train.texts, train.targets, val.texts, val.targets)
     mean = MeanPredictor().fit(train.texts, train.targets)

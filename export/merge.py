@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from distill.artifact import CALIBRATION_FILE, StudentInfo, read_info, write_info
+from distill.ensemble import ENSEMBLE_FILE
 from distill.errors import ModelArtifactError
 from distill.export.encode import encode, sample_texts
 
@@ -71,7 +72,8 @@ def load_merged(model_dir: str | Path, base_model: str | None = None) -> Student
 
 
 def save_merged(student: Student, source_dir: str | Path, folder: str | Path) -> None:
-    """Write the plain HF model (safetensors only), tokenizer, distill.json, calibration."""
+    """Write the plain HF model (safetensors only), tokenizer, distill.json, calibration
+    and ensemble: what the scorer needs beside the weights."""
     folder = Path(folder)
     # Name the outputs after the dimensions so the plain HF model explains itself.
     student.model.config.id2label = dict(enumerate(student.info.dimensions))
@@ -82,8 +84,9 @@ def save_merged(student: Student, source_dir: str | Path, folder: str | Path) ->
     student.tokenizer.save_pretrained(folder)
     merged = StudentInfo(**{**student.info.__dict__, "weights_format": "merged"})
     write_info(folder, merged)
-    if (Path(source_dir) / CALIBRATION_FILE).is_file():
-        shutil.copy(Path(source_dir) / CALIBRATION_FILE, folder / CALIBRATION_FILE)
+    for name in (CALIBRATION_FILE, ENSEMBLE_FILE):
+        if (Path(source_dir) / name).is_file():
+            shutil.copy(Path(source_dir) / name, folder / name)
 
 
 def _load_tokenizer(model_dir: Path, info: StudentInfo) -> Any:

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from distill.artifact import StudentInfo
+from distill.ensemble import TokenRidge
 from distill.errors import ConfigError, ModelArtifactError
 from distill.serve.batcher import Backend, BackendLimits
 
@@ -109,8 +110,11 @@ def open_backend(
     limits = BackendLimits(info.max_tokens, max_batch or rows, token_budget or budget)
     pad_id = pad_token_id(model_dir)
     if choice.backend == "onnx":
-        return OnnxBackend(model_dir / ONNX_FILES[choice.precision], info, limits, pad_id, choice, threads)
-    return TorchBackend(model_dir, info, limits, pad_id, choice, threads, compile_model)
+        backend = OnnxBackend(model_dir / ONNX_FILES[choice.precision], info, limits, pad_id, choice, threads)
+    else:
+        backend = TorchBackend(model_dir, info, limits, pad_id, choice, threads, compile_model)
+    ensemble = TokenRidge.load(model_dir)
+    return backend if ensemble is None else EnsembleBackend(backend, ensemble)
 
 
 def pad_token_id(model_dir: Path) -> int:
@@ -200,6 +204,20 @@ class TorchBackend:
         if self.device.type == "cuda":  # pinned host memory lets the copy run asynchronously
             return tensor.pin_memory().to(self.device, non_blocking=True)
         return tensor
+
+
+class EnsembleBackend:
+    """A backend whose outputs are blended with the model folder's token ridge (ensemble.npz)."""
+
+    def __init__(self, model: Backend, ensemble: TokenRidge):
+        self.model = model
+        self.ensemble = ensemble
+        self.limits = model.limits
+        self.dimensions = model.dimensions
+        self.name = f"{model.name}+ridge"
+
+    def predict(self, sequences: list[list[int]]) -> np.ndarray:
+        return self.ensemble.blend(self.model.predict(sequences), sequences)
 
 
 class OnnxBackend:

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from distill.artifact import Calibration, StudentInfo, TargetScaler, read_info, write_info
+from distill.ensemble import TokenRidge
 from distill.errors import ModelArtifactError
 from distill.truncation import truncate_token_ids
 
@@ -349,13 +350,18 @@ def predict_scores(
     info: StudentInfo,
     batch_size: int = 16,
     calibration: Calibration | None = None,
+    ensemble: TokenRidge | None = None,
 ) -> np.ndarray:
-    """Scores [N, D] on the 0–10 scale: inverse-standardised, clipped, then calibrated
-    when a Calibration is given (load it with Calibration.load(model_dir))."""
+    """Scores [N, D] on the 0–10 scale: blended with the ensemble's ridge when one is
+    given, inverse-standardised, clipped, then calibrated when a Calibration is
+    given (load them with TokenRidge.load / Calibration.load(model_dir))."""
     if len(texts) == 0:
         return np.zeros((0, len(info.dimensions)))
     token_ids = encode_texts(tokenizer, texts, info.max_tokens, info.head_share)
-    scores = TargetScaler.from_info(info).to_scores(predict_raw(model, tokenizer, token_ids, batch_size))
+    raw = predict_raw(model, tokenizer, token_ids, batch_size)
+    if ensemble is not None:
+        raw = ensemble.blend(raw, token_ids)
+    scores = TargetScaler.from_info(info).to_scores(raw)
     if calibration is not None:
         scores = calibration.apply(scores, info.dimensions)
     return scores

@@ -20,6 +20,10 @@ from distill.cli import run_main
 @click.option("--calibrate", is_flag=True, default=False, show_default=True,
               help="fit per-dimension calibration on val and save calibration.json in the model folder "
                    "(later stages apply it)")
+@click.option("--ensemble", is_flag=True, default=False, show_default=True,
+              help="fit a TF-IDF + ridge over the student's own tokens on train, choose its blend weight with "
+                   "the student on val (under the calibration method's rounding) and save ensemble.npz in the "
+                   "model folder (later stages apply it)")
 @click.option("--calibration-method", type=click.Choice(["isotonic", "linear", "isotonic+rounded", "linear+rounded", "rounded"]), default="isotonic",
               show_default=True, help="isotonic (monotone map) or linear (variance-restoring line); +rounded then rounds to "
                    "integers like the oracle's labels, stored in the same knots; rounded alone fits nothing")

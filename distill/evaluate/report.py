@@ -7,7 +7,8 @@ from typing import Any
 
 from distill.filter_spec import FilterSpec
 
-PREDICTORS = {"student": "student", "tfidf_ridge": "TF-IDF + ridge", "mean": "mean predictor"}
+PREDICTORS = {"student": "student", "student_alone": "student without its ensemble ridge",
+              "tfidf_ridge": "TF-IDF + ridge", "mean": "mean predictor"}
 
 
 def _f(value: float, digits: int = 3) -> str:
@@ -49,7 +50,10 @@ def write_report(path: Path, spec: FilterSpec, metrics: dict[str, Any], figures:
         "",
         "## Student vs baselines, under the same post-processing",
         "",
-        "Every post-processing is fitted on val for each predictor separately and applied to test.",
+        "Every post-processing is fitted on val for each predictor separately and applied to test."
+        + (f" The student is an ensemble: {metrics['ensemble_student_weight']:.2f} x the network + the rest x a "
+           "TF-IDF + ridge over its own tokens (ensemble.npz); the network alone is listed too."
+           if metrics.get("ensemble_student_weight") is not None else ""),
         "",
         *_comparison(metrics, top),
         "",
@@ -80,6 +84,8 @@ def _comparison(metrics: dict[str, Any], top: str) -> list[str]:
     for post in metrics["variants"]["student"]:
         tfidf = metrics["variants"]["tfidf_ridge"][post]["mae"]
         for key, label in PREDICTORS.items():
+            if key not in metrics["variants"]:
+                continue
             m = metrics["variants"][key][post]
             gain = "" if key == "tfidf_ridge" else f"{(tfidf - m['mae']) / tfidf:+.1%}"
             rows.append([post, label, _f(m["mae"]), gain, _f(m["overall_mae"]), f"{m['tiers']['accuracy']:.1%}",

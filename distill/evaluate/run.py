@@ -23,6 +23,7 @@ class EvaluateSettings:
     data_dir: Path = field(metadata={"help": "folder with train/val/test.jsonl from distill-prepare: test is scored, val fits post-processing, train fits the baselines"})
     output: Path = field(default=Path("reports/model_evaluation.md"), metadata={"help": "markdown report; metrics.json and PNG plots go beside it"})
     calibrate: bool = field(default=False, metadata={"help": "fit per-dimension calibration on val and save calibration.json in the model folder (later stages apply it)"})
+    ensemble: bool = field(default=False, metadata={"help": "fit a TF-IDF + ridge over the student's own tokens on train, choose its blend weight with the student on val and save ensemble.npz in the model folder (later stages apply it)"})
     calibration_method: str = field(default="isotonic", metadata={"help": "isotonic, linear (variance-restoring line), or either +rounded to integers"})
     batch_size: int = field(default=32, metadata={"help": "articles per forward pass"})
     num_threads: int | None = field(default=None, metadata={"help": "CPU threads for torch (default: torch's choice)"})
@@ -45,7 +46,8 @@ class EvaluateSettings:
 def evaluate(settings: EvaluateSettings, echo: Echo = print) -> dict[str, Any]:
     import torch
 
-    from distill.artifact import Calibration
+    from distill.artifact import Calibration, TargetScaler
+    from distill.ensemble import TokenRidge
     from distill.evaluate import plots
     from distill.evaluate.baselines import MeanPredictor, TfidfRidge
     from distill.evaluate.calibrate import fit_calibration, post_processings
@@ -53,7 +55,7 @@ def evaluate(settings: EvaluateSettings, echo: Echo = print) -> dict[str, Any]:
     from distill.evaluate.report import write_report
     from distill.filter_spec import load_filter
     from distill.train.data import read_split
-    from distill.train.model import load_student, predict_scores
+    from distill.train.model import encode_texts, load_student, predict_raw
 
     settings.validate()
     if settings.num_threads:
@@ -70,8 +72,15 @@ def evaluate(settings: EvaluateSettings, echo: Echo = print) -> dict[str, Any]:
          f"({len(data['val'].texts)} val, {len(data['train'].texts)} train for baselines)")
 
     started = time.monotonic()
-    student = {s: predict_scores(model, tokenizer, data[s].texts, info, settings.batch_size) for s in ("val", "test")}
+    scaler = TargetScaler.from_info(info)
+    token_ids = {s: encode_texts(tokenizer, data[s].texts, info.max_tokens, info.head_share) for s in SPLITS}
+    raw = {s: predict_raw(model, tokenizer, token_ids[s], settings.batch_size) for s in ("val", "test")}
     seconds = time.monotonic() - started
+    ensemble = TokenRidge.load(model_dir)
+    if settings.ensemble:
+        ensemble = fit_ensemble(settings, raw["val"], token_ids, data, scaler)
+        echo(f"Saved ensemble (student weight {ensemble.student_weight:.2f}, chosen on val) to {ensemble.save(model_dir)}")
+    student = {s: scaler.to_scores(ensemble.blend(raw[s], token_ids[s]) if ensemble else raw[s]) for s in raw}
     if settings.calibrate:
         calibration = fit_calibration(student["val"], data["val"].targets, dims, settings.calibration_method)
         echo(f"Saved {settings.calibration_method} calibration (fitted on val) to {calibration.save(model_dir)}")
@@ -81,6 +90,7 @@ def evaluate(settings: EvaluateSettings, echo: Echo = print) -> dict[str, Any]:
     mean = MeanPredictor().fit(data["train"].texts, data["train"].targets)
     predictions = {
         "student": student,
+        **({"student_alone": {s: scaler.to_scores(raw[s]) for s in raw}} if ensemble else {}),
         "tfidf_ridge": {s: tfidf.predict(data[s].texts) for s in ("val", "test")},
         "mean": {s: mean.predict(data[s].texts) for s in ("val", "test")},
     }
@@ -104,6 +114,7 @@ def evaluate(settings: EvaluateSettings, echo: Echo = print) -> dict[str, Any]:
         "post_processing": "calibration.json" if shipped else "raw",
         "student": headline, "criteria": success_criteria(spec, headline),
         "variants": results, "tfidf_alpha": tfidf.alpha,
+        "ensemble_student_weight": ensemble.student_weight if ensemble else None,
         "test_examples": len(true), "predict_seconds": round(seconds, 1),
         "training": info.training, "settings": {k: str(v) for k, v in asdict(settings).items()},
     }
@@ -116,3 +127,19 @@ def evaluate(settings: EvaluateSettings, echo: Echo = print) -> dict[str, Any]:
          f"criteria {'all passed' if passed else 'NOT all passed'}")
     echo(f"Wrote {out}, {metrics_path} and {len(figures)} plots")
     return metrics
+
+
+def fit_ensemble(settings: EvaluateSettings, student_val: Any, token_ids: dict[str, list[list[int]]],
+                 data: dict[str, Any], scaler: Any) -> Any:
+    """Ridge on train, then the blend weight with the lowest val MAE under the rounding
+    the calibration method applies (none for plain isotonic/linear)."""
+    from distill.ensemble import TokenRidge, choose_student_weight
+    from distill.evaluate.calibrate import rounded
+
+    ensemble = TokenRidge.fit(token_ids["train"], scaler.standardise(data["train"].targets),
+                              token_ids["val"], scaler.standardise(data["val"].targets))
+    post = rounded if settings.calibration_method.endswith("rounded") else (lambda p: p)
+    weight, _ = choose_student_weight(student_val, ensemble.predict(token_ids["val"]), scaler.to_scores,
+                                      data["val"].targets, post)
+    ensemble.student_weight = weight
+    return ensemble
