@@ -188,11 +188,13 @@ def throughput_result(raw: dict[str, Any]) -> BenchResult:
         "variant": r["name"], "articles": r["articles"], "ms/article": r["ms_per_article"],
         "articles/s": r["articles_per_s"], "x baseline": r["speedup_vs_baseline"],
         "padding": f"{r['padding_share']:.0%}" if "padding_share" in r else None,
+        "start-up s": r.get("startup_s"),
     } for r in raw["results"]]
     notes = [f"parity {name}: max |diff| {p['max_abs']:.2e}, mean {p['mean_abs']:.2e} over "
              f"{p['compared']} articles" for name, p in raw.get("parity", {}).items()]
     notes.append(f"threads {raw['machine'].get('threads')}, 1-min load average at start "
-                 f"{raw['machine'].get('load_avg_1m')}; times exclude model loading")
+                 f"{raw['machine'].get('load_avg_1m')}; times exclude start-up (model loading, and the compile "
+                 "for the compiled variant)")
     return BenchResult(
         name="throughput", title=f"scoring throughput, {raw['model']}, max {raw['max_tokens']} tokens",
         columns=list(rows[0]), rows=rows, notes=notes,
