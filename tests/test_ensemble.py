@@ -69,14 +69,12 @@ def test_a_damaged_file_is_a_clear_error(tmp_path):
 def ensembled(tmp_path_factory, tiny_bert_dir):
     """A tiny trained student with an ensemble fitted by distill-evaluate."""
     pytest.importorskip("peft")
-    from test_train_loop import settings_for, synthetic_split
+    from test_train_loop import train_tiny
 
     from distill.evaluate.cli import main
-    from distill.train import loop
 
     root = tmp_path_factory.mktemp("ensemble")
-    data = synthetic_split(root / "data", n_train=48, n_val=24)
-    model = loop.train(settings_for(tiny_bert_dir, data, root / "model", epochs=1), echo=lambda _: None)
+    model, data = train_tiny(tiny_bert_dir, root, n_train=48, n_val=24)
     report = root / "report" / "model_evaluation.md"
     main(["--model-checkpoint", str(model), "--data-dir", str(data), "--output", str(report),
           "--ensemble", "--num-threads", "1"])

@@ -78,14 +78,9 @@ def test_tfidf_ridge_beats_the_mean_predictor():
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, tiny_bert_dir):
     pytest.importorskip("peft")
-    from test_train_loop import settings_for, synthetic_split
+    from test_train_loop import train_tiny
 
-    from distill.train import loop
-
-    root = tmp_path_factory.mktemp("evaluate")
-    data = synthetic_split(root / "data", n_train=32, n_val=16)
-    model = loop.train(settings_for(tiny_bert_dir, data, root / "model", epochs=1), echo=lambda _: None)
-    return model, data
+    return train_tiny(tiny_bert_dir, tmp_path_factory.mktemp("evaluate"), n_train=32, n_val=16)
 
 
 def test_evaluate_writes_report_metrics_plots_and_calibration(trained, tmp_path):

@@ -40,6 +40,12 @@ def synthetic_split(folder, n_train=24, n_val=8, seed=0):
     return folder
 
 
+def train_tiny(base, root, n_train: int, n_val: int):
+    """(model folder, data folder): one epoch of a tiny student on a synthetic split under `root`."""
+    data = synthetic_split(root / "data", n_train=n_train, n_val=n_val)
+    return loop.train(settings_for(base, data, root / "model", epochs=1), echo=lambda _: None), data
+
+
 def settings_for(base, data, out, **overrides):
     values = dict(filter="sustainability/v1", data_dir=data, output_dir=out, model_name=str(base),
                   epochs=2, batch_size=8, learning_rate=5e-3, max_length=32, lora_rank=4, seed=3,
