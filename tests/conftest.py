@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 from pathlib import Path
@@ -80,6 +81,12 @@ def tiny_bert_dir(tmp_path_factory, minilm_dir) -> Path:
         if (Path(minilm_dir) / name).exists():
             shutil.copy(Path(minilm_dir) / name, folder / name)
     return folder
+
+
+def first_rows(path: Path, count: int) -> list[dict]:
+    """The first `count` records of a JSONL file, parsed."""
+    with open(path, encoding="utf-8") as handle:
+        return [json.loads(line) for line in itertools.islice(handle, count)]
 
 
 def write_jsonl(path: Path, rows: list) -> Path:

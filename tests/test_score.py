@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import write_jsonl
+from conftest import first_rows, write_jsonl
 
 from distill.artifact import Calibration, StudentInfo, write_info
 from distill.errors import ConfigError, ModelArtifactError, RecordError
@@ -56,13 +56,7 @@ def export(tmp_path_factory, student) -> Path:
 
 @pytest.fixture(scope="module")
 def real_rows(shared_labelled) -> list[dict]:
-    rows = []
-    with open(shared_labelled, encoding="utf-8") as handle:
-        for line in handle:
-            rows.append(json.loads(line))
-            if len(rows) == 150:
-                break
-    return rows
+    return first_rows(shared_labelled, 150)
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import write_jsonl
+from conftest import first_rows, write_jsonl
 
 from distill.artifact import StudentInfo, write_info
 from distill.errors import ConfigError
@@ -59,12 +59,7 @@ def _filter_dir() -> Path:
 
 @pytest.fixture
 def corpus(tmp_path, shared_labelled) -> Path:
-    rows = []
-    with open(shared_labelled, encoding="utf-8") as handle:
-        for line in handle:
-            rows.append(json.loads(line))
-            if len(rows) == 60:
-                break
+    rows = first_rows(shared_labelled, 60)
     rows.insert(10, "{broken")
     rows.append({"id": "short-1", "title": "Tiny", "content": "Too short to judge."})
     return write_jsonl(tmp_path / "corpus.jsonl", rows)

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import write_jsonl
+from conftest import first_rows, write_jsonl
 
 from distill.artifact import StudentInfo, write_info
 from distill.errors import RecordError
@@ -57,12 +57,7 @@ def student(tmp_path_factory, minilm_dir) -> Path:
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory, shared_labelled) -> Path:
     """200 real articles with a bad line, a duplicate id and one the prefilter blocks."""
-    rows = []
-    with open(shared_labelled, encoding="utf-8") as handle:
-        for line in handle:
-            rows.append(json.loads(line))
-            if len(rows) == 200:
-                break
+    rows = first_rows(shared_labelled, 200)
     rows[50:50] = ["{not json", dict(rows[3], title="same id again"),
                    {"id": "short-1", "title": "Tiny", "content": "Too short to judge."}]
     rows.append({"title": "no id", "content": "text " * 40})

@@ -73,7 +73,9 @@ def evaluate(settings: EvaluateSettings, echo: Echo = print) -> dict[str, Any]:
 
     started = time.monotonic()
     scaler = TargetScaler.from_info(info)
-    token_ids = {s: encode_texts(tokenizer, data[s].texts, info.max_tokens, info.head_share) for s in SPLITS}
+    # Train is only tokenised when an ensemble is fitted on it.
+    splits = SPLITS if settings.ensemble else ("val", "test")
+    token_ids = {s: encode_texts(tokenizer, data[s].texts, info.max_tokens, info.head_share) for s in splits}
     raw = {s: predict_raw(model, tokenizer, token_ids[s], settings.batch_size) for s in ("val", "test")}
     seconds = time.monotonic() - started
     ensemble = TokenRidge.load(model_dir)
