@@ -3,14 +3,18 @@
 A filter is found by name (`sustainability/v1`, or `sustainability` for its
 newest version) among the packages shipped in `distill.filters`, or by a path
 to its version folder. Every problem in a config is collected and reported at
-once, each naming the file and key.
+once, each naming the file and key. A key the loader does not know is an
+error at every level (a typo would otherwise leave the default in force
+unnoticed), reported with the closest valid key.
 """
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import re
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -21,6 +25,20 @@ import yaml
 from distill.errors import ConfigError
 
 PROMPT_PLACEHOLDER = "{article}"
+
+# A filter's name becomes a folder (datasets/<name>/v<N>, models/<name>/...),
+# so it must be one plain path part: no '/', no '..', no leading dot.
+NAME_PATTERN = re.compile(r"[a-z][a-z0-9_-]{0,63}")
+NAME_RULE = "lowercase letters, digits, '_' or '-', starting with a letter, at most 64 characters"
+
+# The keys each part of config.yaml may hold; anything else is reported.
+CONFIG_KEYS = (
+    "name", "version", "description", "dimensions", "tiers",
+    "content_type_caps", "truncation", "oracle", "prefilter",
+)
+DIMENSION_KEYS = ("name", "weight", "description", "gatekeeper")
+GATEKEEPER_KEYS = ("threshold", "cap", "unless")
+UNLESS_KEYS = ("dimension", "min")
 
 
 @dataclass(frozen=True)
@@ -176,13 +194,16 @@ def load_filter(name_or_path: str | Path) -> FilterSpec:
     folder = resolve_filter_path(name_or_path)
     config_file = folder / "config.yaml"
     prompt_file = folder / "prompt.md"
+    loader = _StrictLoader(config_file.read_text(encoding="utf-8"))
     try:
-        raw = yaml.safe_load(config_file.read_text(encoding="utf-8"))
+        raw = loader.get_single_data()
     except yaml.YAMLError as exc:
         raise ConfigError(f"{config_file}: not valid YAML: {exc}") from None
-    problems: list[str] = []
+    finally:
+        loader.dispose()
     if not isinstance(raw, dict):
         raise ConfigError(f"{config_file}: expected a mapping at the top level")
+    problems = list(loader.duplicates)
     if not prompt_file.is_file():
         problems.append(f"{prompt_file}: missing (every filter needs its oracle prompt)")
         prompt = ""
@@ -191,11 +212,55 @@ def load_filter(name_or_path: str | Path) -> FilterSpec:
         if PROMPT_PLACEHOLDER not in prompt:
             problems.append(f"{prompt_file}: no {PROMPT_PLACEHOLDER} placeholder for the article")
     spec = _build_spec(raw, folder, prompt, problems)
+    _raise_problems(config_file, problems)
+    return spec
+
+
+def _raise_problems(config_file: Path, problems: list[str]) -> None:
+    """One ConfigError naming the config file: one line for one problem, else a list."""
+    if len(problems) == 1:
+        problem = problems[0]
+        if problem.startswith(str(config_file.with_name("prompt.md"))):  # names its own file
+            raise ConfigError(problem)
+        raise ConfigError(f"{config_file}: {problem}")
     if problems:
         raise ConfigError(
             f"{config_file}: {len(problems)} problem(s):\n  - " + "\n  - ".join(problems)
         )
-    return spec
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that records a repeated key: plain YAML keeps the last one silently."""
+
+    def __init__(self, stream: str):
+        super().__init__(stream)
+        self.duplicates: list[str] = []
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag.endswith(":merge"):
+                continue  # `<<` merges and complex keys are left to PyYAML
+            key = self.construct_object(key_node)
+            if key in seen:
+                self.duplicates.append(
+                    f"line {key_node.start_mark.line + 1}: key '{key}' given twice "
+                    "(only the last would count); keep one"
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def _unknown_keys(section: dict, known: Iterable[str], where: str, problems: list[str]) -> None:
+    """One problem per key of `section` not in `known`, with the closest valid key."""
+    known = list(known)
+    prefix = f"{where}: " if where else ""
+    for key in section:
+        if key in known:
+            continue
+        close = difflib.get_close_matches(str(key), known, n=1)
+        hint = f"did you mean '{close[0]}'?" if close else f"valid keys: {', '.join(known)}"
+        problems.append(f"{prefix}unknown key '{key}' ({hint})")
 
 
 def _build_spec(raw: dict, folder: Path, prompt: str, problems: list[str]) -> FilterSpec:
@@ -208,27 +273,19 @@ def _build_spec(raw: dict, folder: Path, prompt: str, problems: list[str]) -> Fi
             return None
         return raw[key]
 
-    name = required("name", str) or folder.parent.name
-    version = required("version", int) or 0
-    description = raw.get("description", "") or ""
+    _unknown_keys(raw, CONFIG_KEYS, "", problems)
+    name = _check_name(required("name", str), problems) or folder.parent.name
+    version = required("version", int)
+    if version is not None and version < 1:
+        problems.append(f"key 'version' must be a whole number >= 1, got {version}")
+    description = _text(raw, "description", "description", problems)
     dimensions = _parse_dimensions(required("dimensions", list) or [], problems)
     tiers = _parse_tiers(required("tiers", dict) or {}, problems)
-    dim_names = {d.name for d in dimensions}
-    for dim in dimensions:
-        gk = dim.gatekeeper
-        if gk and gk.unless_dimension and gk.unless_dimension not in dim_names:
-            problems.append(
-                f"dimensions.{dim.name}.gatekeeper.unless.dimension: unknown dimension "
-                f"'{gk.unless_dimension}'"
-            )
-    caps = raw.get("content_type_caps") or {}
-    if not isinstance(caps, dict) or not all(_is_number(v) for v in caps.values()):
-        problems.append("content_type_caps: must map a content type to a numeric cap")
-        caps = {}
+    _check_unless_targets(dimensions, problems)
     return FilterSpec(
         name=name,
-        version=version,
-        description=str(description).strip(),
+        version=version or 0,
+        description=description,
         dimensions=tuple(dimensions),
         tiers=tuple(tiers),
         truncation=_parse_section(raw, "truncation", Truncation, problems),
@@ -236,38 +293,103 @@ def _build_spec(raw: dict, folder: Path, prompt: str, problems: list[str]) -> Fi
         prefilter=_parse_prefilter(raw.get("prefilter"), problems),
         prompt=prompt,
         path=folder,
-        content_type_caps={str(k): float(v) for k, v in caps.items()},
+        content_type_caps=_parse_caps(raw.get("content_type_caps"), problems),
     )
+
+
+def _check_unless_targets(dimensions: list[Dimension], problems: list[str]) -> None:
+    """A gatekeeper's `unless` must name a dimension of this filter."""
+    names = {d.name for d in dimensions}
+    for dim in dimensions:
+        gk = dim.gatekeeper
+        if gk and gk.unless_dimension and gk.unless_dimension not in names:
+            close = difflib.get_close_matches(gk.unless_dimension, sorted(names), n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            problems.append(
+                f"dimensions.{dim.name}.gatekeeper.unless.dimension: unknown dimension "
+                f"'{gk.unless_dimension}'{hint}"
+            )
+
+
+def _check_name(name: str | None, problems: list[str]) -> str | None:
+    """The filter's name, if it is one plain folder name; else a problem and None."""
+    if name is None or NAME_PATTERN.fullmatch(name):
+        return name
+    plain = re.sub(r"[^a-z0-9_-]+", "_", name.lower()).strip("_-")
+    hint = f" (e.g. '{plain}')" if plain and NAME_PATTERN.fullmatch(plain) else ""
+    problems.append(
+        f"key 'name' must be a plain name ({NAME_RULE}): it names output folders, "
+        f"got {name!r}{hint}"
+    )
+    return None
+
+
+def _text(raw: dict, key: str, where: str, problems: list[str]) -> str:
+    """An optional free-text field: a string (YAML `>` blocks included), stripped."""
+    value = raw.get(key)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        problems.append(f"{where}: must be text, got {type(value).__name__}")
+        return ""
+    return value.strip()
+
+
+def _parse_caps(raw: Any, problems: list[str]) -> dict[str, float]:
+    """content_type_caps: content type (free name) -> cap on the overall score."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        problems.append("content_type_caps: must map a content type to a cap in 0..10")
+        return {}
+    caps: dict[str, float] = {}
+    for kind, cap in raw.items():
+        if not _is_number(cap) or not 0 <= cap <= 10:
+            problems.append(f"content_type_caps.{kind}: must be a number in 0..10, got {cap!r}")
+            continue
+        caps[str(kind)] = float(cap)
+    return caps
 
 
 def _parse_dimensions(items: list, problems: list[str]) -> list[Dimension]:
     dimensions: list[Dimension] = []
     seen: set[str] = set()
     for i, item in enumerate(items):
-        where = f"dimensions[{i}]"
-        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
-            problems.append(f"{where}: needs a 'name' (string)")
+        dim = _parse_dimension(item, f"dimensions[{i}]", problems)
+        if dim is None:
             continue
-        name = item["name"]
-        where = f"dimensions.{name}"
-        if name in seen:
-            problems.append(f"{where}: duplicate dimension name")
-        seen.add(name)
-        weight = item.get("weight")
-        if not _is_number(weight) or weight <= 0:
-            problems.append(f"{where}.weight: must be a positive number, got {weight!r}")
-            weight = 1.0
-        dimensions.append(
-            Dimension(
-                name=name,
-                weight=float(weight),
-                description=str(item.get("description", "")).strip(),
-                gatekeeper=_parse_gatekeeper(item.get("gatekeeper"), where, problems),
-            )
-        )
+        if dim.name in seen:
+            problems.append(f"dimensions.{dim.name}: duplicate dimension name")
+        seen.add(dim.name)
+        dimensions.append(dim)
     if not dimensions and not any(p.startswith("key 'dimensions'") for p in problems):
         problems.append("dimensions: at least one dimension is needed")
     return dimensions
+
+
+def _parse_dimension(item: Any, where: str, problems: list[str]) -> Dimension | None:
+    """One entry of `dimensions`; `where` becomes dimensions.<name> once it has one."""
+    if not isinstance(item, dict):
+        problems.append(f"{where}: must be a mapping with 'name' and 'weight'")
+        return None
+    name = item.get("name")
+    if isinstance(name, str):
+        where = f"dimensions.{name}"
+    _unknown_keys(item, DIMENSION_KEYS, where, problems)
+    if not isinstance(name, str):
+        problems.append(f"{where}: needs a 'name' (string)")
+        return None
+    weight = item.get("weight")
+    if "weight" not in item:
+        problems.append(f"{where}.weight: missing (a positive number)")
+    elif not _is_number(weight) or weight <= 0:
+        problems.append(f"{where}.weight: must be a positive number, got {weight!r}")
+    return Dimension(
+        name=name,
+        weight=float(weight) if _is_number(weight) and weight > 0 else 1.0,
+        description=_text(item, "description", f"{where}.description", problems),
+        gatekeeper=_parse_gatekeeper(item.get("gatekeeper"), where, problems),
+    )
 
 
 def _parse_gatekeeper(raw: Any, where: str, problems: list[str]) -> Gatekeeper | None:
@@ -277,11 +399,14 @@ def _parse_gatekeeper(raw: Any, where: str, problems: list[str]) -> Gatekeeper |
     if not isinstance(raw, dict):
         problems.append(f"{where}: must be a mapping with 'threshold' and 'cap'")
         return None
+    _unknown_keys(raw, GATEKEEPER_KEYS, where, problems)
     threshold, cap = raw.get("threshold"), raw.get("cap")
     for key, value in (("threshold", threshold), ("cap", cap)):
         if not _is_number(value) or not 0 <= value <= 10:
             problems.append(f"{where}.{key}: must be a number in 0..10, got {value!r}")
     unless = raw.get("unless") or {}
+    if isinstance(unless, dict):
+        _unknown_keys(unless, UNLESS_KEYS, f"{where}.unless", problems)
     if unless and (
         not isinstance(unless, dict)
         or not isinstance(unless.get("dimension"), str)
@@ -325,10 +450,10 @@ def _parse_section(raw: dict, key: str, cls: type, problems: list[str]) -> Any:
         problems.append(f"{key}: must be a mapping")
         return cls()
     known = cls.__dataclass_fields__
+    _unknown_keys(section, known, key, problems)
     values = {}
     for name, value in section.items():
         if name not in known:
-            problems.append(f"{key}.{name}: unknown key (known: {', '.join(known)})")
             continue
         default = known[name].default
         if isinstance(default, str):
@@ -365,9 +490,7 @@ def _parse_prefilter(raw: Any, problems: list[str]) -> PrefilterRules:
             except re.error as exc:
                 problems.append(f"prefilter.{key}: bad regex {pattern!r}: {exc}")
         lists[key] = tuple(patterns)
-    unknown = set(raw) - {"exclude", "require", "override", "min_words"}
-    if unknown:
-        problems.append(f"prefilter: unknown key(s) {', '.join(sorted(unknown))}")
+    _unknown_keys(raw, PrefilterRules.__dataclass_fields__, "prefilter", problems)
     min_words = raw.get("min_words", 0)
     if not isinstance(min_words, int) or min_words < 0:
         problems.append(f"prefilter.min_words: must be a whole number >= 0, got {min_words!r}")

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from distill.errors import ConfigError
-from distill.filter_spec import PROMPT_PLACEHOLDER, list_builtin_filters, load_filter
+from distill.filter_spec import NAME_PATTERN, PROMPT_PLACEHOLDER, list_builtin_filters, load_filter
 
 SHIPPED = ["sustainability/v1", "sustainability_tech_deployment/v1", "uplifting/v1"]
 
@@ -28,6 +28,13 @@ def test_shipped_filter_loads_by_name(name):
 
 def test_every_shipped_filter_is_listed():
     assert list_builtin_filters() == sorted(SHIPPED)
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_filter_name_is_its_folder_name(name):
+    spec = load_filter(name)
+    assert NAME_PATTERN.fullmatch(spec.name)
+    assert spec.path.parent.name == spec.name and spec.path.name == f"v{spec.version}"
 
 
 def test_bare_name_picks_newest_version_and_path_works():
@@ -77,7 +84,7 @@ def _broken_copy(tmp_path: Path, edit) -> Path:
          "unknown dimension 'nope'"),
         (lambda c: c["dimensions"][1].update(gatekeeper={"threshold": 12, "cap": 4}), "threshold"),
         (lambda c: c["oracle"].update(temperature="hot"), "oracle.temperature"),
-        (lambda c: c["oracle"].update(modle="x"), "oracle.modle: unknown key"),
+        (lambda c: c["oracle"].update(modle="x"), "oracle: unknown key 'modle' (did you mean 'model'?)"),
         (lambda c: c["prefilter"].update(exclude=["(unclosed"]), "bad regex"),
         (lambda c: c["truncation"].update(head_share=1.5), "truncation.head_share"),
     ],
@@ -88,6 +95,103 @@ def test_bad_config_names_file_and_key(tmp_path, edit, message):
         load_filter(folder)
     assert str(folder / "config.yaml") in str(info.value)
     assert message in str(info.value)
+
+
+def _renamed(section: dict, old: str, new: str) -> None:
+    section[new] = section.pop(old)
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda c: _renamed(c, "truncation", "trunaction"),
+         "unknown key 'trunaction' (did you mean 'truncation'?)"),
+        (lambda c: c.update(colour="red"), "unknown key 'colour' (valid keys: name, version,"),
+        (lambda c: _renamed(c["dimensions"][0], "weight", "wieght"),
+         "dimensions.climate_impact_potential: unknown key 'wieght' (did you mean 'weight'?)"),
+        (lambda c: _renamed(c["dimensions"][0], "name", "nmae"),
+         "dimensions[0]: unknown key 'nmae' (did you mean 'name'?)"),
+        (lambda c: _renamed(c["dimensions"][1]["gatekeeper"], "threshold", "treshold"),
+         "dimensions.technical_credibility.gatekeeper: unknown key 'treshold' (did you mean 'threshold'?)"),
+        (lambda c: c["dimensions"][1]["gatekeeper"].update(unless={"dimension": "evidence_strength", "mn": 7}),
+         "dimensions.technical_credibility.gatekeeper.unless: unknown key 'mn' (did you mean 'min'?)"),
+        (lambda c: c["dimensions"][1]["gatekeeper"].update(unless={"dimension": "evidence_strenght", "min": 7}),
+         "unknown dimension 'evidence_strenght' (did you mean 'evidence_strength'?)"),
+        (lambda c: _renamed(c["truncation"], "student_tokens", "student_token"),
+         "truncation: unknown key 'student_token' (did you mean 'student_tokens'?)"),
+        (lambda c: _renamed(c["oracle"], "thinking_budget", "thinking"),
+         "oracle: unknown key 'thinking' (did you mean 'thinking_budget'?)"),
+        (lambda c: _renamed(c["prefilter"], "exclude", "excludes"),
+         "prefilter: unknown key 'excludes' (did you mean 'exclude'?)"),
+        (lambda c: c.update(content_type_caps={"opinion": 12}),
+         "content_type_caps.opinion: must be a number in 0..10, got 12"),
+        (lambda c: c.update(content_type_caps=["opinion"]), "content_type_caps: must map a content type"),
+        (lambda c: c.update(description=["a", "list"]), "description: must be text, got list"),
+        (lambda c: c.update(version=0), "key 'version' must be a whole number >= 1, got 0"),
+    ],
+)
+def test_unknown_or_wrong_key_at_every_level_is_reported(tmp_path, edit, message):
+    folder = _broken_copy(tmp_path, edit)
+    with pytest.raises(ConfigError) as info:
+        load_filter(folder)
+    assert str(folder / "config.yaml") in str(info.value)
+    assert message in str(info.value)
+
+
+def test_misspelt_top_level_key_is_one_line_with_a_suggestion(tmp_path):
+    """The issue's case: `trunaction:` used to be ignored and the defaults used."""
+    folder = _broken_copy(tmp_path, lambda c: _renamed(c, "truncation", "trunaction"))
+    with pytest.raises(ConfigError) as info:
+        load_filter(folder)
+    assert str(info.value) == f"{folder / 'config.yaml'}: unknown key 'trunaction' (did you mean 'truncation'?)"
+
+
+def test_unknown_keys_are_never_silently_ignored_in_shipped_configs(tmp_path):
+    """A typo anywhere in a real config is reported: each section's keys are checked."""
+    def edit(c):
+        _renamed(c, "truncation", "trunaction")
+        _renamed(c["oracle"], "model", "modle")
+        _renamed(c["prefilter"], "min_words", "min_word")
+        _renamed(c["dimensions"][3], "description", "descripton")
+    folder = _broken_copy(tmp_path, edit)
+    with pytest.raises(ConfigError) as info:
+        load_filter(folder)
+    message = str(info.value)
+    assert message.startswith(f"{folder / 'config.yaml'}: 4 problem(s):")
+    for key in ("trunaction", "modle", "min_word", "descripton"):
+        assert f"unknown key '{key}'" in message
+
+
+def test_repeated_key_is_reported_with_its_line(tmp_path):
+    folder = _broken_copy(tmp_path, lambda c: None)
+    config = folder / "config.yaml"
+    text = config.read_text()
+    config.write_text(text + "truncation:\n  student_tokens: 64\n")
+    line = len(text.splitlines()) + 1
+    with pytest.raises(ConfigError) as info:
+        load_filter(folder)
+    assert str(info.value) == f"{config}: line {line}: key 'truncation' given twice (only the last would count); keep one"
+
+
+@pytest.mark.parametrize("name", ["../../x", "a/b", "/tmp/x", "..", ".hidden", "Sustainability", "two words", "x" * 65, ""])
+def test_filter_name_must_be_a_plain_name(tmp_path, name):
+    folder = _broken_copy(tmp_path, lambda c: c.update(name=name))
+    with pytest.raises(ConfigError) as info:
+        load_filter(folder)
+    message = str(info.value)
+    assert message.startswith(f"{folder / 'config.yaml'}: key 'name' must be a plain name (")
+    assert f"got {name!r}" in message and "\n" not in message
+
+
+def test_bad_name_suggests_a_plain_one(tmp_path):
+    folder = _broken_copy(tmp_path, lambda c: c.update(name="../../Sus Tain"))
+    with pytest.raises(ConfigError, match=r"got '\.\./\.\./Sus Tain' \(e\.g\. 'sus_tain'\)"):
+        load_filter(folder)
+
+
+@pytest.mark.parametrize("name", ["sustainability", "sustainability-strict", "tech_v2", "a"])
+def test_plain_names_load(tmp_path, name):
+    assert load_filter(_broken_copy(tmp_path, lambda c: c.update(name=name))).name == name
 
 
 def test_all_problems_reported_at_once(tmp_path):

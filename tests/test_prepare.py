@@ -6,14 +6,18 @@ from __future__ import annotations
 import json
 import math
 import random
+import shutil
 import subprocess
 import sys
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import yaml
 from conftest import write_jsonl
 
+import distill.prepare.pipeline as pipeline
 from distill.errors import ConfigError, RecordError
 from distill.filter_spec import load_filter
 from distill.prepare.cli import main
@@ -301,3 +305,79 @@ def test_help_shows_defaults_and_imports_no_torch():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "[default: 0.2]" in result.stdout and "datasets/<filter name>/v<version>" in result.stdout
+
+
+def files_under(folder: Path) -> set[Path]:
+    return {p for p in folder.rglob("*") if p.is_file()}
+
+
+def renamed_filter(folder: Path, name: str) -> Path:
+    """A copy of sustainability/v1 whose config says `name: <name>`."""
+    shutil.copytree(SPEC.path, folder)
+    config = yaml.safe_load((folder / "config.yaml").read_text())
+    (folder / "config.yaml").write_text(yaml.safe_dump(config | {"name": name}, sort_keys=False))
+    return folder
+
+
+def run_cli_in(work: Path, monkeypatch, capsys, filter_arg: str, data: Path) -> tuple[int, str]:
+    """distill-prepare with the default output folder, run from `work`; (exit code, stderr)."""
+    work.mkdir(parents=True, exist_ok=True)
+    monkeypatch.chdir(work)
+    try:
+        main(["--filter", filter_arg, "--input", str(data)])
+        code = 0
+    except SystemExit as stop:
+        code = stop.code
+    return code, capsys.readouterr().err
+
+
+def test_default_output_folder_is_under_datasets(tmp_path, monkeypatch, capsys):
+    data = write_jsonl(tmp_path / "labelled.jsonl", mixed(COUNTS))
+    code, err = run_cli_in(tmp_path / "work", monkeypatch, capsys, "sustainability/v1", data)
+    assert code == 0, err
+    out = tmp_path / "work/datasets/sustainability/v1"
+    assert {p.name for p in files_under(out)} == {"train.jsonl", "val.jsonl", "test.jsonl", "prepare_report.json"}
+
+
+def test_filter_name_with_path_parts_is_refused_before_anything_is_written(tmp_path, monkeypatch, capsys):
+    """The issue's case: `name: ../../x` made distill-prepare write outside datasets/."""
+    folder = renamed_filter(tmp_path / "filters/evil/v1", "../../escape")
+    data = write_jsonl(tmp_path / "labelled.jsonl", mixed(COUNTS))
+    before = files_under(tmp_path)
+    code, err = run_cli_in(tmp_path / "work/deep", monkeypatch, capsys, str(folder), data)
+    assert code == 2
+    assert err.startswith(f"error: {folder / 'config.yaml'}: key 'name' must be a plain name (")
+    assert "got '../../escape' (e.g. 'escape')" in err and len(err.strip().splitlines()) == 1
+    assert files_under(tmp_path) == before  # nothing in datasets/, nothing beside it
+
+
+def test_output_guard_refuses_a_default_folder_outside_datasets(tmp_path, monkeypatch, capsys):
+    """Second guard: a spec that bypassed the loader still cannot leave datasets/."""
+    monkeypatch.setattr(pipeline, "load_filter", lambda _name: replace(SPEC, name="../../escape"))
+    data = write_jsonl(tmp_path / "labelled.jsonl", mixed(COUNTS))
+    before = files_under(tmp_path)
+    code, err = run_cli_in(tmp_path / "work/deep", monkeypatch, capsys, "sustainability/v1", data)
+    assert code == 2
+    escaped = (tmp_path / "work/deep/datasets/../../escape/v1").resolve()
+    root = (tmp_path / "work/deep/datasets").resolve()
+    assert err.strip() == (
+        f"error: {SPEC.path / 'config.yaml'}: default output folder datasets/../../escape/v1 "
+        f"resolves to {escaped}, outside {root} (filter name '../../escape' is not a plain name); "
+        "pass --output-dir to write elsewhere"
+    )
+    assert files_under(tmp_path) == before and not escaped.exists()
+
+
+def test_output_guard_follows_symlinks_under_datasets(tmp_path, monkeypatch, capsys):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (tmp_path / "work/datasets").mkdir(parents=True)
+    (tmp_path / "work/datasets/sustainability").symlink_to(elsewhere)
+    data = write_jsonl(tmp_path / "labelled.jsonl", mixed(COUNTS))
+    code, err = run_cli_in(tmp_path / "work", monkeypatch, capsys, "sustainability/v1", data)
+    assert code == 2
+    assert f"resolves to {elsewhere.resolve()}/v1" in err and "(a symlink under datasets/ leads there)" in err
+    assert not any(elsewhere.iterdir())
+    # naming the folder explicitly is the user's choice, and works
+    main(["--filter", "sustainability/v1", "--input", str(data), "--output-dir", str(elsewhere)])
+    assert (elsewhere / "train.jsonl").is_file()

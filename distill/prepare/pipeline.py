@@ -13,7 +13,7 @@ from typing import Any
 
 from distill import __version__
 from distill.errors import ConfigError
-from distill.filter_spec import FilterSpec, load_filter
+from distill.filter_spec import NAME_PATTERN, FilterSpec, load_filter
 from distill.prepare.dedup import (
     NEAR_DUP_METHOD,
     Duplicate,
@@ -34,6 +34,7 @@ from distill.prepare.truncate import StudentTruncation
 from distill.prepare.validate import Example, LoadResult, load_labelled
 from distill.records import dumps_line
 
+DATASETS_ROOT = Path("datasets")  # default output root, relative to the working folder
 REPORT_NAME = "prepare_report.json"
 REJECTS_NAME = "rejects.jsonl"
 
@@ -61,13 +62,36 @@ class Prepared:
 
 
 def default_output_dir(spec: FilterSpec) -> Path:
-    return Path("datasets") / spec.name / f"v{spec.version}"
+    return DATASETS_ROOT / spec.name / f"v{spec.version}"
+
+
+def output_dir_for(settings: PrepareSettings, spec: FilterSpec) -> Path:
+    """--output-dir as given, else datasets/<name>/v<N>, refused if it resolves outside datasets/.
+
+    The loader already allows only plain filter names; this second guard keeps a
+    FilterSpec built some other way (or a symlink under datasets/) from sending
+    the splits anywhere else.
+    """
+    if settings.output_dir:
+        return Path(settings.output_dir)
+    out = default_output_dir(spec)
+    root, resolved = DATASETS_ROOT.resolve(), out.resolve()
+    if not resolved.is_relative_to(root):
+        why = (
+            "a symlink under datasets/ leads there" if NAME_PATTERN.fullmatch(spec.name)
+            else f"filter name {spec.name!r} is not a plain name"
+        )
+        raise ConfigError(
+            f"{spec.path / 'config.yaml'}: default output folder {out} resolves to {resolved}, "
+            f"outside {root} ({why}); pass --output-dir to write elsewhere"
+        )
+    return out
 
 
 def run_prepare(settings: PrepareSettings) -> PrepareResult:
     settings.validate()
     spec = load_filter(settings.filter)
-    out = Path(settings.output_dir) if settings.output_dir else default_output_dir(spec)
+    out = output_dir_for(settings, spec)
     loaded = load_labelled(settings.inputs, spec, settings.scores_field, settings.strict)
     examples, duplicates = drop_duplicate_ids(loaded.examples)
     if not examples:
