@@ -2,35 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
 from distill.cli import run_main
-from distill.prepare.settings import PrepareSettings, default_for, help_for
-
-
-def _option(flag: str, name: str, **kwargs) -> click.Option:
-    """A flag whose help and default come from PrepareSettings."""
-    if "default" not in kwargs and not kwargs.get("required"):
-        kwargs["default"] = default_for(name)
-    kwargs.setdefault("show_default", True)
-    return click.option(flag, name, help=help_for(name), **kwargs)
+from distill.prepare.settings import PrepareSettings
+from distill.settings import options_from
 
 
 @click.command()
-@_option("--input", "inputs", multiple=True, required=True, type=click.Path(dir_okay=False, path_type=Path))
-@_option("--filter", "filter", required=True)
-@_option("--output-dir", "output_dir", type=click.Path(file_okay=False, path_type=Path))
-@_option("--train-ratio", "train_ratio", type=float)
-@_option("--val-ratio", "val_ratio", type=float)
-@_option("--test-ratio", "test_ratio", type=float)
-@_option("--oversample-ratio", "oversample_ratio", type=float)
-@_option("--weighting/--no-weighting", "weighting")
-@_option("--seed", "seed", type=int)
-@_option("--scores-field", "scores_field")
-@_option("--tokenizer", "tokenizer", type=click.Path(file_okay=False, path_type=Path))
-@_option("--strict/--no-strict", "strict")
+@options_from(PrepareSettings)
 @click.pass_context
 def command(ctx: click.Context, **values) -> None:
     """Validate labelled articles and write train/val/test splits for the student.
@@ -48,7 +28,6 @@ def command(ctx: click.Context, **values) -> None:
     from distill.prepare.pipeline import run_prepare
     from distill.prepare.report import print_summary
 
-    values["inputs"] = list(values["inputs"])
     result = run_prepare(PrepareSettings(**values))
     print_summary(result.report)
 

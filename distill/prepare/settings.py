@@ -1,25 +1,23 @@
 """Settings of a `distill-prepare` run: one typed home for every default.
 
-The CLI fills `PrepareSettings` from its flags (the help text below is the
-flags' help) and `validate` reports every problem at once, each naming the
-flag and the fix.
+The CLI's flags are built from these fields (`distill.settings.options_from`)
+and `validate` reports every problem at once, each naming the flag and the fix.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from distill.errors import raise_settings_problems
+from distill.settings import Settings
 
 SPLITS = ("train", "val", "test")
 
 
 @dataclass
-class PrepareSettings:
-    inputs: list[Path] = field(metadata={"help": "labelled JSONL file(s) (.jsonl or .jsonl.gz); repeat the flag for several"})
+class PrepareSettings(Settings):
+    inputs: list[Path] = field(metadata={"flag": "--input", "help": "labelled JSONL file(s) (.jsonl or .jsonl.gz); repeat the flag for several"})
     filter: str = field(metadata={"help": "filter the labels were made with: name/vN, a bare name (newest version) or a folder"})
     output_dir: Path | None = field(default=None, metadata={"help": "folder for train/val/test.jsonl, prepare_report.json, rejects.jsonl; default: datasets/<filter name>/v<version>"})
     train_ratio: float = field(default=0.8, metadata={"help": "share of examples for train"})
@@ -36,11 +34,7 @@ class PrepareSettings:
     def ratios(self) -> dict[str, float]:
         return {"train": self.train_ratio, "val": self.val_ratio, "test": self.test_ratio}
 
-    def validate(self) -> None:
-        """Raise one ConfigError listing every problem."""
-        raise_settings_problems(self._problems())
-
-    def _problems(self) -> list[str]:
+    def problems(self) -> list[str]:
         problems = []
         if not self.inputs:
             problems.append("--input: give at least one labelled JSONL file")
@@ -61,17 +55,3 @@ class PrepareSettings:
         if self.tokenizer is not None and not Path(self.tokenizer).is_dir():
             problems.append(f"--tokenizer: {self.tokenizer} is not a folder")
         return problems
-
-    def to_json(self) -> dict[str, Any]:
-        return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()} | {
-            "inputs": [str(p) for p in self.inputs]
-        }
-
-
-def help_for(name: str) -> str:
-    """The help text of one settings field, for the CLI flag of the same name."""
-    return next(f.metadata["help"] for f in fields(PrepareSettings) if f.name == name)
-
-
-def default_for(name: str) -> Any:
-    return next(f.default for f in fields(PrepareSettings) if f.name == name)
