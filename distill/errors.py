@@ -31,3 +31,28 @@ def raise_settings_problems(problems: list[str]) -> None:
     """One ConfigError listing every problem with a run's settings, if there are any."""
     if problems:
         raise ConfigError("invalid settings:\n  " + "\n  ".join(problems))
+
+
+class JournalError(DistillError):
+    """The label journal exists but cannot be used; the message names the file.
+    Never answered by starting a new journal: that would pay for labels again."""
+
+
+class OracleUnreachableError(OracleError):
+    """The oracle endpoint failed to connect on every attempt; the journal is intact."""
+
+
+class LabelRunError(DistillError):
+    """A labelling run stopped on an unexpected error; the journal is intact."""
+
+
+class OutputError(DistillError):
+    """An output file cannot be written (read-only folder, full disk); whole lines are kept."""
+
+
+class OutputBusyError(OutputError):
+    """Another run holds the lock on an output; the message names its process id."""
+
+
+class CheckpointError(DistillError):
+    """A training checkpoint cannot be resumed (corrupt, incomplete, or from another run)."""

@@ -5,22 +5,42 @@ A bad line is never fatal and never silent: it becomes a `Reject` naming the
 file, line and reason, which callers count and write to a rejects file
 (`strict=True` raises instead). Writers append each record as one `write` of
 a whole line to a file opened in append mode and flush it, so a killed writer
-leaves at most a torn last line, which `repair_tail` trims before resuming.
+leaves at most a torn last line, which `repair_tail` trims before resuming; a
+write that fails (full disk) is cut back to the last whole line and raised as
+an OutputError.
+
+Lines are counted as editors count them: split on "\n" only (a "\r\n" ends a
+line too; a bare "\r" stays inside its line), a UTF-8 BOM at the start of a
+file is skipped, and a .gz file that ends mid-stream yields every complete
+line and then one Reject for the torn end. A string that is not valid
+Unicode (a lone surrogate such as the JSON escape "\ud800") rejects its line:
+no tokenizer or UTF-8 writer accepts it.
 """
 
 from __future__ import annotations
 
+import codecs
+import contextlib
+import errno
 import gzip
 import io
 import json
 import math
 import os
+import re
+import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, BinaryIO, TextIO
 
-from distill.errors import RecordError
+from distill.errors import OutputError, RecordError
+
+RAW_LIMIT = 4096  # characters of a bad line copied into the rejects file (a line may be 50 MB)
+# What gzip raises where a file was cut short or damaged (BadGzipFile is an OSError).
+GZIP_ERRORS = (EOFError, zlib.error, gzip.BadGzipFile)
+# Only a line holding such a \u escape can decode to a lone surrogate (pairs decode to one character).
+SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 
 
 @dataclass
@@ -39,10 +59,19 @@ class Reject:
     path: str
     line_no: int
     reason: str
-    raw: str
+    raw: str  # the line, or its first RAW_LIMIT characters
+    raw_length: int | None = None  # the whole line's length, set when `raw` holds only its start
+
+    def __post_init__(self) -> None:
+        if len(self.raw) > RAW_LIMIT:
+            object.__setattr__(self, "raw_length", len(self.raw))
+            object.__setattr__(self, "raw", self.raw[:RAW_LIMIT])
 
     def to_json(self) -> dict[str, Any]:
-        return {"file": self.path, "line": self.line_no, "reason": self.reason, "raw": self.raw}
+        row = {"file": self.path, "line": self.line_no, "reason": self.reason, "raw": self.raw}
+        if self.raw_length is not None:
+            row["raw_length"] = self.raw_length
+        return row
 
 
 @dataclass
@@ -61,32 +90,120 @@ def open_text(path: str | Path, mode: str = "r") -> TextIO:
     return open(path, mode, encoding="utf-8", errors="surrogateescape")
 
 
+def open_lines(path: str | Path) -> BinaryIO:
+    """Plain or .gz input as bytes; a .gz cut short reads as ending where its data ends.
+
+    The stream's `raw.error` then holds what gzip raised, for the caller to report.
+    """
+    if str(path).endswith(".gz"):
+        return io.BufferedReader(_GzipToTheEnd(gzip.open(path, "rb")), buffer_size=1 << 16)
+    return open(path, "rb")
+
+
+class _GzipToTheEnd(io.RawIOBase):
+    """A gzip stream that stops cleanly at a truncated or corrupt spot and keeps the error."""
+
+    def __init__(self, gz: gzip.GzipFile):
+        self._gz = gz
+        self.error: Exception | None = None
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self.error is not None:
+            return 0
+        try:
+            data = self._gz.read1(len(buffer))
+        except GZIP_ERRORS as exc:
+            self.error = exc
+            return 0
+        buffer[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        self._gz.close()
+        super().close()
+
+
 def iter_json_lines(
     path: str | Path, stats: ReadStats | None = None
 ) -> Iterator[tuple[int, dict[str, Any] | Reject]]:
-    """Yield (line number, object or Reject) for each non-blank line."""
+    """Yield (line number, object or Reject) for each non-blank line, then a torn .gz end."""
     stats = stats if stats is not None else ReadStats()
-    with open_text(path) as handle:
-        for line_no, line in enumerate(handle, start=1):
+    line_no = 0
+    with open_lines(path) as handle:
+        for line_no, raw in enumerate(handle, start=1):
             stats.lines += 1
-            if not line.strip():
+            error = _stream_error(handle)
+            if error is not None and not raw.endswith(b"\n"):  # the fragment a torn .gz ends with
+                yield line_no, _torn_gzip(path, line_no, error, raw)
+                return
+            item = parse_line(str(path), line_no, raw.removeprefix(codecs.BOM_UTF8) if line_no == 1 else raw)
+            if item is None:
                 stats.blank += 1
                 continue
-            try:
-                line.encode("utf-8")
-            except UnicodeEncodeError:
-                yield line_no, Reject(str(path), line_no, "invalid UTF-8", _safe_raw(line))
-                continue
-            line = line.rstrip("\r\n")  # a line cut mid-string then reads as unterminated
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                yield line_no, Reject(str(path), line_no, f"not JSON ({exc.msg})", line)
-                continue
-            if not isinstance(obj, dict):
-                yield line_no, Reject(str(path), line_no, "not a JSON object", line)
-                continue
-            yield line_no, obj
+            yield line_no, item
+        error = _stream_error(handle)
+    if error is not None:  # torn exactly at a line end
+        yield line_no + 1, _torn_gzip(path, line_no + 1, error, b"")
+
+
+def parse_line(path: str, line_no: int, raw: bytes) -> dict[str, Any] | Reject | None:
+    """One line's JSON object, a Reject saying why not, or None for a blank line."""
+    raw = raw.removesuffix(b"\n")
+    raw = raw.removesuffix(b"\r")  # a Windows line end; a bare \r inside the line stays
+    if not raw.strip():
+        return None
+    try:
+        line = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return Reject(path, line_no, f"invalid UTF-8 (byte {exc.start + 1} of the line)", _safe_raw(raw))
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as exc:
+        return Reject(path, line_no, f"not JSON ({exc.msg}, column {exc.colno})", line)
+    except RecursionError:
+        return Reject(path, line_no, "not JSON (nested too deeply)", line)
+    if not isinstance(obj, dict):
+        return Reject(path, line_no, "not a JSON object", line)
+    if SURROGATE_ESCAPE.search(line) and (where := lone_surrogate(obj)) is not None:
+        return Reject(path, line_no, f"{where}: holds a lone surrogate (a \\ud800-\\udfff escape), "
+                                     "which is not valid Unicode text", line)
+    return obj
+
+
+def lone_surrogate(value: Any, where: str = "") -> str | None:
+    """Where (as "field 'name'") a parsed value holds a string that UTF-8 cannot encode."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return f"field '{_printable(where)}'" if where else "a value"
+        return None
+    if isinstance(value, dict):
+        items = ((f"{where}.{key}" if where else key, key, item) for key, item in value.items())
+        for name, key, item in items:
+            found = lone_surrogate(key, name) or lone_surrogate(item, name)
+            if found:
+                return found
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            found = lone_surrogate(item, f"{where}[{i}]")
+            if found:
+                return found
+    return None
+
+
+def _stream_error(handle: BinaryIO) -> Exception | None:
+    """What stopped a .gz stream early (see open_lines); None for plain files."""
+    return getattr(getattr(handle, "raw", None), "error", None)
+
+
+def _torn_gzip(path: str | Path, line_no: int, error: Exception, fragment: bytes) -> Reject:
+    reason = (f"the gzip data ends here, truncated or corrupt ({error}); every complete line "
+              "before this one was read")
+    return Reject(str(path), line_no, reason, _safe_raw(fragment))
 
 
 def parse_article(obj: dict[str, Any]) -> Article:
@@ -152,37 +269,59 @@ def dumps_line(record: dict[str, Any]) -> str:
 
 
 class JsonlWriter:
-    """Append-only JSONL writer; each record is one whole-line write, flushed."""
+    """Append-only JSONL writer; each record is one whole-line write, flushed.
+
+    A write that fails part-way (a full disk) is cut back to the last whole
+    line before the OutputError is raised, so the file only ever holds whole
+    records and a rerun resumes from it.
+    """
 
     def __init__(self, path: str | Path, fsync: bool = False):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        if self.path.suffix == ".gz":
-            self._gz = gzip.open(self.path, "ab")
-            self._fd = None
-        else:
-            repair_tail(self.path)
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-            self._gz = None
         self.fsync = fsync
         self.written = 0
+        self._gz = None
+        self._fd: int | None = None
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if self.path.suffix == ".gz":
+                self._gz = gzip.open(self.path, "ab")
+            else:
+                repair_tail(self.path)
+                self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+                self._size = os.fstat(self._fd).st_size  # where the last whole line ends
+        except OSError as exc:
+            raise output_error(self.path, exc, "open it for writing") from exc
 
     def append(self, record: dict[str, Any]) -> None:
-        data = dumps_line(record).encode("utf-8", errors="surrogateescape")
-        if self._gz is not None:
-            self._gz.write(data)
-            self._gz.flush()
-        else:
-            view = memoryview(data)
+        data = encode_line(record)
+        try:
+            if self._gz is not None:
+                self._gz.write(data)
+                self._gz.flush()
+            else:
+                self._write_whole(data)
+        except OSError as exc:
+            raise output_error(self.path, exc, "write a record", kept=True) from exc
+        self.written += 1
+
+    def _write_whole(self, data: bytes) -> None:
+        view = memoryview(data)
+        try:
             while view:  # os.write may write less than asked on some filesystems
                 view = view[os.write(self._fd, view):]
             if self.fsync:
                 os.fsync(self._fd)
-        self.written += 1
+        except OSError:
+            with contextlib.suppress(OSError):  # shrinking a file needs no free space
+                os.ftruncate(self._fd, self._size)
+            raise
+        self._size += len(data)
 
     def close(self) -> None:
         if self._gz is not None:
             self._gz.close()
+            self._gz = None
         elif self._fd is not None:
             os.close(self._fd)
             self._fd = None
@@ -192,6 +331,34 @@ class JsonlWriter:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def encode_line(record: dict[str, Any]) -> bytes:
+    """A record as one UTF-8 line; lone surrogates are kept as JSON \\u escapes, never as bad bytes."""
+    line = dumps_line(record)
+    try:
+        return line.encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(record, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode() + b"\n"
+
+
+# Why a write failed, as the fix a user can make.
+_WRITE_FIXES = {
+    errno.ENOSPC: "the disk is full: free space, then rerun the same command to resume",
+    errno.EDQUOT: "the disk quota is used up: free space, then rerun the same command to resume",
+    errno.EACCES: "no permission to write there: make the folder writable or write somewhere else",
+    errno.EPERM: "no permission to write there: make the folder writable or write somewhere else",
+    errno.EROFS: "the file system is read-only: write somewhere else",
+    errno.ENOTDIR: "a part of the path is a file, not a folder: write somewhere else",
+    errno.EEXIST: "a part of the path is a file, not a folder: write somewhere else",
+}
+
+
+def output_error(path: str | Path, exc: OSError, doing: str, kept: bool = False) -> OutputError:
+    """One line: the file, what failed, why, the fix, and (`kept`) that the lines written stay."""
+    fix = _WRITE_FIXES.get(exc.errno, "fix that, then rerun the same command to resume")
+    note = " (every line already in it is whole and kept)" if kept else ""
+    return OutputError(f"{path}: cannot {doing}: {exc.strerror or exc}; {fix}{note}")
 
 
 class RejectsWriter:
@@ -231,10 +398,18 @@ def repair_tail(path: str | Path) -> bool:
     path = Path(path)
     if not path.exists() or path.stat().st_size == 0:
         return False
-    with open(path, "rb+") as handle:
+    with open(path, "rb") as handle:  # read-only until there is something to trim
         handle.seek(-1, os.SEEK_END)
         if handle.read(1) == b"\n":
             return False
+    try:
+        return _trim_torn_line(path)
+    except OSError as exc:
+        raise output_error(path, exc, "trim its torn last line") from exc
+
+
+def _trim_torn_line(path: Path) -> bool:
+    with open(path, "rb+") as handle:
         size = handle.seek(0, os.SEEK_END)
         block = 1 << 16
         pos = size
@@ -273,5 +448,10 @@ def check_score(value: Any, field_name: str) -> float:
     return float(value)
 
 
-def _safe_raw(line: str) -> str:
-    return line.rstrip("\n").encode("utf-8", errors="backslashreplace").decode("utf-8")
+def _safe_raw(raw: bytes) -> str:
+    """Bytes as text, undecodable bytes shown as \\xNN escapes."""
+    return raw.rstrip(b"\r\n").decode("utf-8", errors="backslashreplace")
+
+
+def _printable(text: str) -> str:
+    return text.encode("utf-8", errors="backslashreplace").decode("utf-8")

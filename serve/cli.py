@@ -6,7 +6,6 @@ runner (and torch or onnxruntime) is imported when a run starts.
 
 from __future__ import annotations
 
-import gzip
 from pathlib import Path
 
 import click
@@ -53,6 +52,7 @@ def command(show: int, **options) -> None:
     output are skipped, so after any interruption the output ends up with
     every valid input id exactly once. Bad input lines go to
     OUTPUT.rejects.jsonl (rewritten each run) with file, line and reason.
+    One run at a time per output: a second stops at once, naming the first.
 
     Several filters in one pass (`-f a -f b`, or several `-m`): each article
     is read and tokenised once and run once through each distinct model; each
@@ -84,26 +84,41 @@ def command(show: int, **options) -> None:
 
 
 def _print_records(path: Path, limit: int) -> None:
-    """The first records of an output file, read back as a user would."""
-    import itertools
-    import json
-
+    """The first records of an output file, read back as a user would; a line that is
+    not a scored record (garbage someone appended) is flagged in the table, not fatal."""
     from rich.console import Console
     from rich.table import Table
+
+    from distill.records import Reject, iter_json_lines
 
     table = Table(title=f"first {limit} records of {path}")
     for name in ("id", "tier", "overall", "strongest dimensions"):
         table.add_column(name, justify="right" if name == "overall" else "left")
-    with open(path, encoding="utf-8") as handle:
-        for line in itertools.islice(handle, limit):
-            record = json.loads(line)
-            if record["scores"] is None:
-                table.add_row(record["id"], "-", "-", f"blocked: {record['prefilter']}")
-                continue
-            top = sorted(record["scores"].items(), key=lambda kv: -kv[1])[:2]
-            table.add_row(record["id"], record["tier"], f"{record['overall_score']:.2f}",
-                          ", ".join(f"{name} {value:.1f}" for name, value in top))
+    for shown, (line_no, record) in enumerate(iter_json_lines(path)):
+        if shown == limit:
+            break
+        row = None if isinstance(record, Reject) else _record_row(record)
+        if row is None:
+            why = record.reason if isinstance(record, Reject) else "not a scored record"
+            row = (f"line {line_no}", "-", "-", f"[red]unreadable: {why}[/]")
+        table.add_row(*row)
     Console(stderr=True).print(table)
+
+
+def _record_row(record: dict) -> tuple[str, str, str, str] | None:
+    """Table cells for a scored or blocked record; None if it has not that shape."""
+    scores, overall = record.get("scores"), record.get("overall_score")
+    if not isinstance(record.get("id"), str):
+        return None
+    if scores is None:
+        return record["id"], "-", "-", f"blocked: {record.get('prefilter')}"
+    if not isinstance(scores, dict) or not isinstance(overall, int | float) or isinstance(overall, bool):
+        return None
+    if not all(isinstance(v, int | float) for v in scores.values()):
+        return None
+    top = sorted(scores.items(), key=lambda kv: -kv[1])[:2]
+    return (record["id"], str(record.get("tier")), f"{overall:.2f}",
+            ", ".join(f"{name} {value:.1f}" for name, value in top))
 
 
 def _progress_bar(settings: ScoreSettings):
@@ -120,11 +135,14 @@ def _progress_bar(settings: ScoreSettings):
 
 
 def count_lines(paths: list[Path]) -> int:
-    """Input lines (an upper bound on articles) for the progress bar's ETA."""
+    """Input lines (an upper bound on articles) for the progress bar's ETA.
+
+    A torn .gz counts up to where its data ends; the run reports it as a reject."""
+    from distill.records import open_lines
+
     total = 0
     for path in paths:
-        opener = gzip.open if str(path).endswith(".gz") else open
-        with opener(path, "rb") as handle:
+        with open_lines(path) as handle:
             while block := handle.read(1 << 22):
                 total += block.count(b"\n")
     return total

@@ -14,9 +14,10 @@ once, however many filters are scored:
 
 Reading is the same in both engines: parse, reject bad lines, first id wins,
 skip ids each job's output already has, prefilter per job. Work is cut into
-the same windows (runs of input whose articles needing a model reach
-`--window`), so both engines put the same articles into the same
-length-sorted batches and write the same numbers.
+the same windows (runs of whole chunks whose articles needing a model reach
+`--window`; a chunk is never larger than the window, so a small window takes
+effect), so both engines put the same articles into the same length-sorted
+batches and write the same numbers.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from distill.filter_spec import FilterSpec, load_filter
 from distill.prefilter import PASSED, Prefilter
 from distill.records import Article, JsonlWriter, ReadStats, parse_article, read_records
 from distill.serve.postfilter import Item, Postfilter
-from distill.serve.resume import ResumeState, load_resume_state
+from distill.serve.resume import load_resume_state
 from distill.serve.settings import ScoreSettings
 from distill.truncation import article_text
 
@@ -105,8 +106,8 @@ class Entry:
         return cls(obj["id"], obj["content_type"], obj["carried"], obj["reasons"], tuple(obj["models"]))
 
 
-def build_plan(settings: ScoreSettings, resume: bool = True) -> Plan:
-    """Resolve models, filters and outputs; read each output's ids for resuming (if `resume`)."""
+def build_plan(settings: ScoreSettings) -> Plan:
+    """Resolve models, filters and outputs (resume_plan then reads what the outputs hold)."""
     models: list[ModelSlot] = []
     groups: list[TokenGroup] = []
     group_keys: list[tuple] = []
@@ -127,12 +128,18 @@ def build_plan(settings: ScoreSettings, resume: bool = True) -> Plan:
         if spec.config_hash != info.filter_config_hash:
             notes.append(f"filter {spec.id} changed since the model was trained (config hash differs); "
                          "its current weights, gatekeepers and tiers are used")
-        state = load_resume_state(output) if resume else ResumeState()
-        prefix = f"{output.name}: " if len(pairs) > 1 else ""
-        notes += [prefix + note for note in state.notes(info.artifact_id)]
         postfilter = Postfilter(spec, info, folder, info.artifact_id)
-        jobs.append(Job(spec, slot, output, Prefilter(spec), postfilter, state.done))
+        jobs.append(Job(spec, slot, output, Prefilter(spec), postfilter))
     return Plan(models, groups, jobs, settings.rejects_path, notes)
+
+
+def resume_plan(plan: Plan) -> None:
+    """Trim each output's torn tail and note the ids it already holds (run under the output lock)."""
+    for job in plan.jobs:
+        state = load_resume_state(job.output)
+        job.done = state.done
+        prefix = f"{job.output.name}: " if len(plan.jobs) > 1 else ""
+        plan.notes += [prefix + note for note in state.notes(job.postfilter.model_id)]
 
 
 def _spec_for(folder: Path, filter_name: str | None) -> tuple[StudentInfo, FilterSpec]:
@@ -152,8 +159,14 @@ def tokenizer_fingerprint(folder: Path) -> str:
     return digest.hexdigest()
 
 
+def chunk_size(settings: ScoreSettings) -> int:
+    """Articles per chunk: CHUNK, or the window if smaller (a window is whole chunks)."""
+    return min(CHUNK, settings.window)
+
+
 def read_chunks(settings: ScoreSettings, plan: Plan, rejects: Any, stats: ReadCounts) -> Iterator[list[Entry]]:
-    """Entries in input order, CHUNK at a time; bad lines go to `rejects` (a list or RejectsWriter)."""
+    """Entries in input order, chunk_size at a time; bad lines go to `rejects` (a list or RejectsWriter)."""
+    size = chunk_size(settings)
     chunk: list[Entry] = []
     for article in read_records(settings.inputs, first_id_wins(), rejects, settings.strict, ReadStats()):
         entry = _entry(article, settings, plan)
@@ -161,7 +174,7 @@ def read_chunks(settings: ScoreSettings, plan: Plan, rejects: Any, stats: ReadCo
             stats.resumed += 1
             continue
         chunk.append(entry)
-        if len(chunk) == CHUNK:
+        if len(chunk) == size:
             yield chunk
             chunk = []
     if chunk:

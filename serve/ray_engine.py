@@ -58,19 +58,20 @@ def score_corpus_ray(settings: ScoreSettings, progress: Callable[[int], None] | 
     """Score like runner.score_corpus, with tokenising and the models on Ray actors."""
     ray = _import_ray()
     start = time.perf_counter()
-    plan, summary = start_run(settings)
-    started_here = _connect(ray, settings)
-    try:
-        dataset = _pipeline(ray, settings, plan)
-        summary.startup = time.perf_counter() - start
-        with ExitStack() as stack:
-            writers = [stack.enter_context(JsonlWriter(job.output)) for job in plan.jobs]
-            rejects = stack.enter_context(RejectsWriter(plan.rejects))
-            _drain(dataset, plan, writers, rejects, summary, progress, settings.strict)
-            summary.rejected = rejects.count
-    finally:
-        if started_here:
-            ray.shutdown()
+    with ExitStack() as locked:  # the output lock, held until the writers are closed
+        plan, summary = start_run(settings, locked)
+        started_here = _connect(ray, settings)
+        try:
+            dataset = _pipeline(ray, settings, plan)
+            summary.startup = time.perf_counter() - start
+            with ExitStack() as stack:
+                writers = [stack.enter_context(JsonlWriter(job.output)) for job in plan.jobs]
+                rejects = stack.enter_context(RejectsWriter(plan.rejects))
+                _drain(dataset, plan, writers, rejects, summary, progress, settings.strict)
+                summary.rejected = rejects.count
+        finally:
+            if started_here:
+                ray.shutdown()
     summary.seconds = time.perf_counter() - start - summary.startup
     return summary
 
@@ -166,7 +167,7 @@ def _read_windows(settings: ScoreSettings, done_ref: Any) -> Iterator[Any]:
     import pyarrow as pa
     import ray
 
-    plan = build_plan(settings, resume=False)
+    plan = build_plan(settings)
     for job, done in zip(plan.jobs, ray.get(done_ref), strict=True):
         job.done = done
     rejects: list[Reject] = []
@@ -256,7 +257,7 @@ def _drain(dataset: Any, plan: Plan, writers: list[JsonlWriter], rejects: Reject
             for obj in json.loads(row["rejects"]):
                 if strict:
                     raise RecordError(obj["file"], obj["line"], obj["reason"])
-                rejects.append(Reject(obj["file"], obj["line"], obj["reason"], obj["raw"]))
+                rejects.append(Reject(obj["file"], obj["line"], obj["reason"], obj["raw"], obj.get("raw_length")))
             entries = [Entry.from_json(obj) for obj in json.loads(row["entries"])]
             dims = [len(slot.info.dimensions) for slot in plan.models]
             outputs = {m: np.frombuffer(row[f"outputs_{m}"], dtype=np.float32).reshape(-1, d)

@@ -15,7 +15,8 @@ and outputs are resolved by jobs.py, which the Ray engine shares.
 Output order is input order: a window's records (scored and blocked) are
 written when the window is done, in the order the articles were read. A kill
 loses at most the window in progress; the rerun skips ids already written
-(resume.py), per output. Within one input, the first line with an id wins;
+(resume.py), per output; a second run on the same output stops at once
+(lock.py), since two would each write every record. Within one input, the first line with an id wins;
 later lines with that id are rejected as duplicates. Bad lines go to the
 rejects file, which each run rewrites (every run re-reads all input, so it
 sees them all).
@@ -30,21 +31,23 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from distill.records import JsonlWriter, RejectsWriter
+from distill.records import JsonlWriter, RejectsWriter, output_error
 from distill.serve.backends import choose_backend, open_backend
 from distill.serve.batcher import Timings, predict_window
 from distill.serve.jobs import (
-    CHUNK,
     Entry,
     Job,
     Plan,
     ReadCounts,
     build_plan,
+    chunk_size,
     group_rows,
     model_rows,
     read_chunks,
+    resume_plan,
     write_window,
 )
+from distill.serve.lock import OutputLock
 from distill.serve.settings import ScoreSettings
 from distill.serve.tokenize import TokenizerPool
 
@@ -93,12 +96,18 @@ class RunSummary:
         return self.articles / self.seconds if self.seconds else 0.0
 
 
-def start_run(settings: ScoreSettings) -> tuple[Plan, RunSummary]:
-    """Validate, resolve jobs, read resume state and start a fresh rejects file."""
+def start_run(settings: ScoreSettings, stack: ExitStack) -> tuple[Plan, RunSummary]:
+    """Validate, resolve jobs, lock the outputs (held until `stack` closes), read resume
+    state and start a fresh rejects file. Nothing is read or trimmed before the lock."""
     settings.validate()
     plan = build_plan(settings)
+    stack.enter_context(OutputLock([job.output for job in plan.jobs] + [plan.rejects]))
+    resume_plan(plan)
     summary = RunSummary(plan.rejects, plan.jobs, engine=settings.engine, notes=list(plan.notes))
-    plan.rejects.unlink(missing_ok=True)
+    try:
+        plan.rejects.unlink(missing_ok=True)
+    except OSError as exc:
+        raise output_error(plan.rejects, exc, "replace it") from exc
     return plan, summary
 
 
@@ -113,12 +122,13 @@ def score_corpus(settings: ScoreSettings, progress: Callable[[int], None] | None
 
         return score_corpus_ray(settings, progress)
     start = time.perf_counter()
-    plan, summary = start_run(settings)
-    choices = [choose_backend(m.folder, settings.backend, settings.device, settings.precision) for m in plan.models]
-    workers = settings.workers
-    if workers is None:  # on CPU a tokenizer process only takes cores from the model
-        workers = 1 if any(choice.device == "cuda" for choice in choices) else 0
     with ExitStack() as stack:
+        plan, summary = start_run(settings, stack)
+        choices = [choose_backend(m.folder, settings.backend, settings.device, settings.precision)
+                   for m in plan.models]
+        workers = settings.workers
+        if workers is None:  # on CPU a tokenizer process only takes cores from the model
+            workers = 1 if any(choice.device == "cuda" for choice in choices) else 0
         # Workers start (and load the tokenizer) while the models load.
         pools = [stack.enter_context(TokenizerPool(g.folder, g.max_tokens, g.head_share, workers))
                  for g in plan.groups]
@@ -156,7 +166,7 @@ class _Pipeline:
         self.counts = counts
         self.handled = 0
         # Enough chunks in flight that the next window is tokenised while this one runs.
-        self.max_in_flight = -(-settings.window // CHUNK) + 1
+        self.max_in_flight = -(-settings.window // chunk_size(settings)) + 1
         self.entries: list[Entry] = []
         self.sequences: list[list[list[int]]] = [[] for _ in plan.groups]  # per group, window order
         self.needing = 0

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from distill.errors import ConfigError, raise_settings_problems
+from distill.records import output_error
 
 BACKENDS = ("auto", "torch", "onnx")
 ENGINES = ("local", "ray")
@@ -93,7 +94,10 @@ class ScoreSettings:
         if "{filter}" in str(self.output):
             return [Path(str(self.output).replace("{filter}", slug)) for slug in slugs]
         if self.folder_output:
-            Path(self.output).mkdir(parents=True, exist_ok=True)
+            try:
+                Path(self.output).mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise output_error(self.output, exc, "create the output folder") from exc
             return [Path(self.output) / f"{slug}.jsonl" for slug in slugs]
         if len(slugs) > 1:
             raise ConfigError("--output: several filters need a folder or a path with {filter}")
@@ -120,7 +124,7 @@ class ScoreSettings:
         problems = []
         if not self.inputs:
             problems.append("INPUTS: give at least one corpus JSONL file")
-        problems += [f"INPUTS: {p}: no such file" for p in self.inputs if not Path(p).is_file()]
+        problems += [problem for p in self.inputs if (problem := _input_problem(Path(p)))]
         problems += [f"--model: {m} is not a folder" for m in self.model_dirs if not m.is_dir()]
         models, filters = len(self.model_dirs), len(self.filter_names)
         if models > 1 and filters not in (0, models):
@@ -157,6 +161,19 @@ class ScoreSettings:
         if Path(str(self.output).replace("{filter}", "x")).resolve() in {Path(p).resolve() for p in self.inputs}:
             problems.append("--output: must not be one of the inputs")
         return problems
+
+
+def _input_problem(path: Path) -> str | None:
+    """Why an INPUTS path cannot be read as a corpus file, or None."""
+    if path.is_dir():
+        return f"INPUTS: {path}: is a folder; give its files, e.g. {path}/*.jsonl"
+    if not path.exists():
+        return f"INPUTS: {path}: no such file"
+    if not path.is_file():
+        return f"INPUTS: {path}: not a regular file"
+    if not os.access(path, os.R_OK):
+        return f"INPUTS: {path}: not readable (permission denied)"
+    return None
 
 
 def help_for(name: str) -> str:

@@ -3,7 +3,9 @@
 An article becomes `article_text(title, body)` and then token ids through
 the training code's own `encode_texts` (one fast-tokenizer batch call, head +
 tail cut to the student's `max_tokens` counting special tokens), so the
-scorer can never drift from what the student was trained on.
+scorer can never drift from what the student was trained on. Text past a
+generous character bound is cut first (`clip_chars`), which leaves the ids
+unchanged and keeps a 50 MB article from taking minutes and gigabytes.
 
 Workers are spawned (not forked: the parent may hold torch and OpenMP
 threads) and each loads the tokenizer once. `TokenizerPool.submit` returns a
@@ -23,6 +25,7 @@ from pathlib import Path
 
 from distill.errors import DistillError
 from distill.train.model import encode_texts
+from distill.truncation import clip_chars
 
 
 class StudentEncoder:
@@ -39,7 +42,9 @@ class StudentEncoder:
         self.head_share = head_share
 
     def encode(self, texts: list[str]) -> list[list[int]]:
-        return encode_texts(self.tokenizer, texts, self.max_tokens, self.head_share)
+        # A huge article is cut to a character bound first: the ids come out the same, in bounded time.
+        clipped = [clip_chars(text, self.max_tokens, self.head_share) for text in texts]
+        return encode_texts(self.tokenizer, clipped, self.max_tokens, self.head_share)
 
 
 _worker_encoder: StudentEncoder | None = None

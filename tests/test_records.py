@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import gzip
 import json
 import os
@@ -15,10 +16,12 @@ from conftest import write_jsonl
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from distill.errors import RecordError
+from distill.errors import OutputError, RecordError
 from distill.records import (
+    RAW_LIMIT,
     JsonlWriter,
     ReadStats,
+    Reject,
     RejectsWriter,
     check_score,
     iter_json_lines,
@@ -77,7 +80,8 @@ def test_invalid_utf8_and_blank_lines(tmp_path):
     stats = ReadStats()
     assert [a.id for a in read_articles([path], rejects=rejects, stats=stats)] == ["a1"]
     assert stats.blank == 1
-    assert rejects[0].reason == "invalid UTF-8" and rejects[0].line_no == 3
+    assert rejects[0].reason == "invalid UTF-8 (byte 28 of the line)" and rejects[0].line_no == 3
+    assert rejects[0].raw.endswith('caf\\xe9"}')  # the bad byte shown, not dropped
 
 
 def test_rejects_writer_creates_file_only_when_needed(tmp_path):
@@ -166,3 +170,106 @@ def test_check_score_accepts(value):
 def test_check_score_rejects_naming_the_field(value):
     with pytest.raises(ValueError, match="field 'dim'"):
         check_score(value, "dim")
+
+
+def test_bom_crlf_and_bare_cr_lines_are_numbered_as_an_editor_does(tmp_path):
+    path = tmp_path / "in.jsonl"
+    bare_cr = b'{"id": "cr", "content": "one\rtwo"}'  # a raw CR inside a string: invalid JSON
+    path.write_bytes(b"\xef\xbb\xbf" + json.dumps(GOOD).encode() + b"\r\n" + bare_cr + b"\r\n"
+                     + b'{"id":\r"a2", "content": "x"}\n' + b"{broken\n")
+    items = list(iter_json_lines(path))
+    assert [n for n, _ in items] == [1, 2, 3, 4]
+    assert items[0][1] == GOOD and items[2][1]["id"] == "a2"  # a CR between tokens is whitespace
+    assert items[1][1].reason.startswith("not JSON (Invalid control character")
+    assert items[3][1].reason.startswith("not JSON")
+    assert read_ids(path) == {"a1", "a2"}
+
+
+@pytest.mark.parametrize(
+    "line, where",
+    [
+        ('{"id": "x", "content": "bad \\ud800 text"}', "field 'content'"),
+        ('{"id": "x\\udc00", "content": "ok"}', "field 'id'"),
+        ('{"id": "x", "content": "ok", "meta": {"k": ["a", "\\udcff"]}}', "field 'meta.k[1]'"),
+        ('{"id": "x", "content": "ok", "\\udfff": 1}', "field '\\udfff'"),
+    ],
+)
+def test_a_lone_surrogate_rejects_its_line_naming_the_field(tmp_path, line, where):
+    path = write_jsonl(tmp_path / "in.jsonl", [GOOD, line, '{"id": "emoji", "content": "\\ud83d\\ude00"}'])
+    rejects: list = []
+    articles = list(read_articles([path], rejects=rejects))
+    assert [a.id for a in articles] == ["a1", "emoji"] and articles[1].text == "\U0001f600"
+    assert rejects[0].line_no == 2 and rejects[0].reason.startswith(f"{where}: holds a lone surrogate")
+    with RejectsWriter(tmp_path / "rejects.jsonl") as writer:  # the reject itself writes as valid UTF-8
+        writer.append(rejects[0])
+    (tmp_path / "rejects.jsonl").read_bytes().decode("utf-8")
+
+
+def test_writer_keeps_a_lone_surrogate_as_an_escape_never_as_bad_bytes(tmp_path):
+    path = tmp_path / "o.jsonl"
+    with JsonlWriter(path) as writer:
+        writer.append({"id": "s", "note": "half \udcff pair"})
+    data = path.read_bytes()
+    assert data == b'{"id":"s","note":"half \\udcff pair"}\n'  # ASCII, so valid UTF-8
+    assert json.loads(data)["note"] == "half \udcff pair"
+
+
+def _gzip_of(lines: list[bytes]) -> bytes:
+    return gzip.compress(b"".join(lines))
+
+
+def test_a_truncated_gz_yields_its_complete_lines_then_one_reject(tmp_path):
+    lines = [json.dumps({**GOOD, "id": f"g{i}", "content": "text " * 30}).encode() + b"\n" for i in range(200)]
+    packed = _gzip_of(lines)
+    path = tmp_path / "in.jsonl.gz"
+    path.write_bytes(packed[: len(packed) // 2])
+    rejects: list = []
+    stats = ReadStats()
+    ids = [a.id for a in read_articles([path], rejects=rejects, stats=stats)]
+    assert 10 < len(ids) < 200 and ids == [f"g{i}" for i in range(len(ids))]
+    [torn] = rejects
+    assert torn.path == str(path) and torn.line_no == len(ids) + 1 and "gzip data ends here" in torn.reason
+    with pytest.raises(RecordError, match=rf"in.jsonl.gz:{len(ids) + 1}: the gzip data ends here"):
+        list(read_articles([path], strict=True))
+    path.write_bytes(packed[:-4])  # only the length trailer lost: every line is there
+    assert len(list(read_articles([path], rejects=(rejects := [])))) == 200 and len(rejects) == 1
+    path.write_bytes(b'{"id": "plain text named .gz"}\n')
+    [(line_no, reject)] = list(iter_json_lines(path))
+    assert line_no == 1 and "Not a gzipped file" in reject.reason
+
+
+def test_a_reject_copies_at_most_raw_limit_characters(tmp_path):
+    long_line = '{"id": "big", "content": "' + "x" * 100_000  # torn, so not JSON
+    path = write_jsonl(tmp_path / "in.jsonl", [long_line])
+    rejects: list = []
+    list(read_articles([path], rejects=rejects))
+    row = rejects[0].to_json()
+    assert row["raw"] == long_line[:RAW_LIMIT] and row["raw_length"] == len(long_line)
+    assert "raw_length" not in Reject("f", 1, "short", "abc").to_json()
+
+
+def test_a_full_disk_cuts_the_torn_record_back_and_raises_one_clear_error(tmp_path, monkeypatch):
+    path = tmp_path / "o.jsonl"
+    real_write = os.write
+    with JsonlWriter(path) as writer:
+        writer.append({"id": "kept"})
+
+        def half_then_full(fd, data):
+            if len(data) > 5:
+                return real_write(fd, bytes(data[:5]))
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        monkeypatch.setattr(os, "write", half_then_full)
+        with pytest.raises(OutputError, match=r"o.jsonl: cannot write a record: No space left on device; "
+                                              r"the disk is full"):
+            writer.append({"id": "lost", "content": "x" * 50})
+        monkeypatch.setattr(os, "write", real_write)
+        writer.append({"id": "after"})  # the writer goes on from the last whole line
+    assert path.read_text() == '{"id":"kept"}\n{"id":"after"}\n'
+    assert writer.written == 2
+
+
+def test_writer_in_a_path_through_a_file_raises_output_error(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(OutputError, match="a part of the path is a file"):
+        JsonlWriter(tmp_path / "file" / "o.jsonl")
