@@ -35,6 +35,7 @@ from distill.artifact import StudentInfo, read_info
 from distill.filter_spec import FilterSpec, load_filter
 from distill.prefilter import PASSED, Prefilter
 from distill.records import Article, JsonlWriter, ReadStats, parse_article, read_records
+from distill.serve.batcher import Backend, Timings, predict_window
 from distill.serve.postfilter import Item, Postfilter
 from distill.serve.resume import load_resume_state
 from distill.serve.settings import ScoreSettings
@@ -251,6 +252,33 @@ def group_rows(plan: Plan, entries: list[Entry], group: int) -> list[int]:
 
 def model_rows(entries: list[Entry], model: int) -> list[int]:
     return [i for i, e in enumerate(entries) if model in e.models]
+
+
+def open_backends(settings: ScoreSettings, plan: Plan, device: str | None = None) -> list[Backend]:
+    """Each distinct model of the run, once, on the backend chosen for `device` (default
+    --device). Every engine (local, Ray, the server) opens its models here."""
+    from distill.serve.backends import choose_backend, open_backend
+
+    backends = []
+    for slot in plan.models:
+        choice = choose_backend(slot.folder, settings.backend, device or settings.device, settings.precision)
+        backends.append(open_backend(slot.folder, slot.info, choice, settings.threads, settings.token_budget,
+                                     settings.max_batch, compile_model=settings.compile))
+    return backends
+
+
+def score_window(plan: Plan, backends: list[Backend], entries: list[Entry],
+                 group_sequences: list[list[list[int]]], timings: Timings) -> dict[int, np.ndarray]:
+    """Each model over the window's entries that need it: outputs[m] in entry order.
+
+    `group_sequences[g]` holds token ids for `group_rows(plan, entries, g)`, in that order.
+    """
+    outputs = {}
+    for m, (slot, backend) in enumerate(zip(plan.models, backends, strict=True)):
+        position = {row: k for k, row in enumerate(group_rows(plan, entries, slot.group))}
+        sequences = [group_sequences[slot.group][position[row]] for row in model_rows(entries, m)]
+        outputs[m] = predict_window(backend, sequences, timings)
+    return outputs
 
 
 def write_window(plan: Plan, entries: list[Entry], outputs: dict[int, np.ndarray],

@@ -34,16 +34,16 @@ import numpy as np
 
 from distill.errors import ConfigError, DistillError, RecordError
 from distill.records import JsonlWriter, Reject, RejectsWriter
-from distill.serve.backends import choose_backend, open_backend
-from distill.serve.batcher import Timings, predict_window
+from distill.serve.batcher import Timings
 from distill.serve.jobs import (
     Entry,
     Plan,
     ReadCounts,
     build_plan,
     group_rows,
-    model_rows,
+    open_backends,
     read_chunks,
+    score_window,
     windows,
     write_window,
 )
@@ -213,23 +213,15 @@ class _Score:
 
     def __init__(self, settings: ScoreSettings, plan: Plan, device: str):
         self.plan = plan
-        self.backends = []
-        for slot in plan.models:
-            choice = choose_backend(slot.folder, settings.backend, device, settings.precision)
-            self.backends.append(open_backend(slot.folder, slot.info, choice, settings.threads,
-                                              settings.token_budget, settings.max_batch,
-                                              compile_model=settings.compile))
+        self.backends = open_backends(settings, plan, device)
 
     def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
         entries = [Entry.from_json(obj) for obj in json.loads(row["entries"])]
         timings = Timings()
-        for m, (slot, backend) in enumerate(zip(self.plan.models, self.backends, strict=True)):
-            tokens = unpack(row[f"tokens_{slot.group}"], row[f"lengths_{slot.group}"])
-            position = {r: k for k, r in enumerate(group_rows(self.plan, entries, slot.group))}
-            sequences = [tokens[position[r]] for r in model_rows(entries, m)]
-            row[f"outputs_{m}"] = predict_window(backend, sequences, timings).tobytes()
-        for group in range(len(self.plan.groups)):
-            del row[f"tokens_{group}"], row[f"lengths_{group}"]
+        groups = range(len(self.plan.groups))
+        sequences = [unpack(row.pop(f"tokens_{g}"), row.pop(f"lengths_{g}")) for g in groups]
+        for m, output in score_window(self.plan, self.backends, entries, sequences, timings).items():
+            row[f"outputs_{m}"] = output.tobytes()
         row["timings"] = json.dumps(timings.__dict__)
         row["backend"] = ", ".join(dict.fromkeys(b.name for b in self.backends))
         return row

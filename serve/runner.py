@@ -32,8 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from distill.records import JsonlWriter, RejectsWriter, output_error
-from distill.serve.backends import choose_backend, open_backend
-from distill.serve.batcher import Timings, predict_window
+from distill.serve.batcher import Timings
 from distill.serve.jobs import (
     Entry,
     Job,
@@ -42,9 +41,10 @@ from distill.serve.jobs import (
     build_plan,
     chunk_size,
     group_rows,
-    model_rows,
+    open_backends,
     read_chunks,
     resume_plan,
+    score_window,
     write_window,
 )
 from distill.serve.lock import OutputLock
@@ -124,17 +124,10 @@ def score_corpus(settings: ScoreSettings, progress: Callable[[int], None] | None
     start = time.perf_counter()
     with ExitStack() as stack:
         plan, summary = start_run(settings, stack)
-        choices = [choose_backend(m.folder, settings.backend, settings.device, settings.precision)
-                   for m in plan.models]
-        workers = settings.workers
-        if workers is None:  # on CPU a tokenizer process only takes cores from the model
-            workers = 1 if any(choice.device == "cuda" for choice in choices) else 0
         # Workers start (and load the tokenizer) while the models load.
-        pools = [stack.enter_context(TokenizerPool(g.folder, g.max_tokens, g.head_share, workers))
+        pools = [stack.enter_context(TokenizerPool(g.folder, g.max_tokens, g.head_share, _workers(settings, plan)))
                  for g in plan.groups]
-        backends = [open_backend(m.folder, m.info, choice, settings.threads, settings.token_budget, settings.max_batch,
-                                 compile_model=settings.compile)
-                    for m, choice in zip(plan.models, choices, strict=True)]
+        backends = open_backends(settings, plan)
         summary.backend = ", ".join(dict.fromkeys(backend.name for backend in backends))
         writers = [stack.enter_context(JsonlWriter(job.output)) for job in plan.jobs]
         rejects = stack.enter_context(RejectsWriter(plan.rejects))
@@ -146,6 +139,17 @@ def score_corpus(settings: ScoreSettings, progress: Callable[[int], None] | None
         summary.resumed = counts.resumed
     summary.seconds = time.perf_counter() - start - summary.startup
     return summary
+
+
+def _workers(settings: ScoreSettings, plan: Plan) -> int:
+    """Tokenizer processes: --workers, else one beside a GPU; on CPU one only takes cores from the model."""
+    if settings.workers is not None:
+        return settings.workers
+    from distill.serve.backends import choose_backend  # cheap: reads which files the folder has
+
+    devices = {choose_backend(m.folder, settings.backend, settings.device, settings.precision).device
+               for m in plan.models}
+    return 1 if "cuda" in devices else 0
 
 
 class _Pipeline:
@@ -212,12 +216,7 @@ class _Pipeline:
         """Run each model over the window and write every job's records in input order."""
         if not self.entries:
             return
-        outputs = {}
-        for m, (slot, backend) in enumerate(zip(self.plan.models, self.backends, strict=True)):
-            in_group = group_rows(self.plan, self.entries, slot.group)
-            position = {row: k for k, row in enumerate(in_group)}
-            sequences = [self.sequences[slot.group][position[row]] for row in model_rows(self.entries, m)]
-            outputs[m] = predict_window(backend, sequences, self.timings)
+        outputs = score_window(self.plan, self.backends, self.entries, self.sequences, self.timings)
         started = time.perf_counter()
         write_window(self.plan, self.entries, outputs, self.writers)
         self.summary.articles += self.needing
