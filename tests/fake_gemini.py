@@ -13,6 +13,10 @@ Faults: "429" (with a RetryInfo delay), "500", "slow" (answers after
 (cut JSON, finish reason MAX_TOKENS), "out_of_range" (a score of 11),
 "missing" (a dimension left out), "blocked" (promptFeedback.blockReason),
 "empty" (a candidate with no text).
+
+`kill()` stands in for the server process dying (kill -9, a lost network):
+the port stops listening and every open connection is cut, mid-answer or
+not. A new `FakeGemini(port=old.port)` is the server coming back.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import hashlib
 import json
 import random
 import re
+import socket
 import threading
 import time
 from collections import Counter, defaultdict
@@ -48,6 +53,7 @@ class FakeGemini:
         fault_kinds: tuple[str, ...] = FAULTS,
         seed: int = 0,
         batch_polls_until_done: int = 1,
+        port: int = 0,
     ):
         self.latency_s = latency_s
         self.slow_s = slow_s
@@ -64,23 +70,43 @@ class FakeGemini:
         self.by_prompt: dict[str, list[str]] = defaultdict(list)  # prompt sha -> outcomes
         self.request_headers: list[dict[str, str]] = []
         self.batches: dict[str, dict[str, Any]] = {}
-        self._server = _QuietServer(("127.0.0.1", 0), self._handler_class())
+        self.killed = False
+        self._connections: set[socket.socket] = set()
+        self._server = _QuietServer(("127.0.0.1", port), self._handler_class())
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
 
     # -- lifecycle --------------------------------------------------------
     @property
+    def port(self) -> int:
+        return self._server.server_address[1]
+
+    @property
     def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> FakeGemini:
         self._thread.start()
         return self
 
     def stop(self) -> None:
+        if not self.killed:
+            self._server.shutdown()
+            self._server.server_close()
+
+    def kill(self) -> None:
+        """Die as a killed process does: refuse new connections, cut the open ones."""
+        with self._lock:
+            self.killed = True
+            connections = list(self._connections)
         self._server.shutdown()
         self._server.server_close()
+        for conn in connections:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass  # already closed by the client
+            conn.close()
 
     def __enter__(self) -> FakeGemini:
         return self.start()
@@ -112,9 +138,10 @@ class FakeGemini:
                 return self._rng.choice(self.fault_kinds)
         return None
 
-    def _record(self, prompt: str, outcome: str) -> None:
+    def _record(self, prompt: str, outcome: str, model: str = "", thinking_budget: int | None = None) -> None:
         with self._lock:
-            self.calls.append({"prompt_sha": prompt_sha(prompt), "outcome": outcome, "t": time.time()})
+            self.calls.append({"prompt_sha": prompt_sha(prompt), "outcome": outcome, "t": time.time(),
+                               "model": model, "thinking_budget": thinking_budget})
             self.by_prompt[prompt_sha(prompt)].append(outcome)
 
     def generate(self, model: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
@@ -128,7 +155,10 @@ class FakeGemini:
             time.sleep(self.latency_s)
         if fault == "slow":
             time.sleep(self.slow_s)
-        self._record(prompt, fault or "ok")
+        thinking_config = body.get("generationConfig", {}).get("thinkingConfig", {})
+        # the SDK has sent both spellings; the real API reads either
+        thinking = thinking_config.get("thinkingBudget", thinking_config.get("thinking_budget"))
+        self._record(prompt, fault or "ok", model, thinking)
         if fault == "429":
             return 429, _error(429, "RESOURCE_EXHAUSTED", "Resource has been exhausted (e.g. check quota).",
                                [{"@type": "type.googleapis.com/google.rpc.RetryInfo",
@@ -146,16 +176,31 @@ class FakeGemini:
             def log_message(self, *args) -> None:  # keep test output quiet
                 pass
 
+            def setup(self) -> None:
+                super().setup()
+                with fake._lock:
+                    fake._connections.add(self.connection)
+
+            def finish(self) -> None:
+                with fake._lock:
+                    fake._connections.discard(self.connection)
+                try:
+                    super().finish()
+                except OSError:
+                    pass  # cut by kill()
+
             def _send(self, status: int, obj: dict[str, Any]) -> None:
                 data = json.dumps(obj).encode()
+                if fake.killed:  # a dead server answers nothing
+                    return
                 try:
                     self.send_response(status)
                     self.send_header("Content-Type", "application/json")
                     self.send_header("Content-Length", str(len(data)))
                     self.end_headers()
                     self.wfile.write(data)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass  # the client gave up (timeout) or was killed
+                except OSError:
+                    pass  # the client gave up (timeout) or was killed, or kill() cut the socket
 
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")

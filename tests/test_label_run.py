@@ -118,3 +118,29 @@ def test_missing_key_is_a_clear_error(tmp_path, fake, monkeypatch, capsys):
     err = capsys.readouterr().err
     assert "GEMINI_API_KEY" in err and "Traceback" not in err
     assert not (tmp_path / "out").exists()
+
+
+def test_llm_shorthands_pick_the_gemini_backend_and_model(tmp_path, fake, capsys):
+    """The seed guide's `--llm gemini-flash` / `gemini-pro` spellings."""
+    source = write_articles(tmp_path / "in.jsonl", 2)
+    assert run_cli(label_args(source, tmp_path / "flash", fake.url, "--llm", "gemini-flash")) == 0
+    assert {r["oracle"]["model"] for r in read_output(tmp_path / "flash")} == {"gemini-2.0-flash"}
+    assert {c["model"] for c in fake.calls} == {"gemini-2.0-flash"}
+
+    fake.calls.clear()
+    assert run_cli(label_args(source, tmp_path / "pro", fake.url, "--llm", "gemini-pro")) == 0
+    rows = read_output(tmp_path / "pro")
+    assert {r["oracle"]["model"] for r in rows} == {"gemini-2.5-pro"}
+    # 2.5 Pro cannot turn thinking off, and is priced as Pro, not as the filter's Flash
+    assert {(c["model"], c["thinking_budget"]) for c in fake.calls} == {("gemini-2.5-pro", 128)}
+    for row in rows:
+        oracle = row["oracle"]
+        assert oracle["cost_usd"] == pytest.approx(
+            (oracle["input_tokens"] * 1.25 + oracle["output_tokens"] * 10.0) / 1e6)
+    capsys.readouterr()
+    assert run_cli(["--help"]) == 0
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "gemini-flash" in help_text and "gemini-pro" in help_text and "gemini-2.5-pro" in help_text
+    assert run_cli(label_args(source, tmp_path / "x", fake.url, "--llm", "gemini-pro",
+                              "--thinking-budget", "0")) == 2
+    assert "--thinking-budget" in capsys.readouterr().err

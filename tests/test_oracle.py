@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import subprocess
 import sys
+import threading
 
 import httpx
 import pytest
@@ -16,6 +18,7 @@ from distill.errors import OracleError
 from distill.oracle.base import Oracle, OracleFailure, parse_answer
 from distill.oracle.gemini import GeminiOracle, api_key_from_env
 from distill.oracle.openai_compat import OpenAICompatOracle
+from distill.oracle.transport import transport_failure
 
 DIMS = ["alpha", "beta", "gamma"]
 
@@ -157,3 +160,100 @@ def test_help_imports_neither_torch_nor_genai():
             "bad = [m for m in ('torch', 'google.genai', 'transformers') if m in sys.modules]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# -- transport errors, raised for real through the real SDK ------------------
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def sdk_error(base_url: str, timeout_s: float = 2.0) -> BaseException:
+    """What google-genai's async client itself raises for one call to `base_url`."""
+    from google import genai
+    from google.genai import types
+
+    client = genai.Client(api_key="k", http_options=types.HttpOptions(
+        base_url=base_url, api_version=API_VERSION, timeout=int(timeout_s * 1000)))
+
+    async def go() -> BaseException:
+        try:
+            await client.aio.models.generate_content(model="gemini-2.0-flash", contents="hi")
+        except Exception as exc:
+            return exc
+        finally:
+            await client.aio.aclose()
+        raise AssertionError("the call to a dead endpoint succeeded")
+
+    return asyncio.run(go())
+
+
+class RudeServer:
+    """Accepts connections, then hangs up at once ("cut") or never answers ("mute")."""
+
+    def __init__(self, mode: str):
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.mode = mode
+        self.held: list[socket.socket] = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            conn.recv(65536)
+            if self.mode == "cut":
+                conn.close()
+            else:
+                self.held.append(conn)
+
+    def close(self) -> None:
+        self.sock.close()
+        for conn in self.held:
+            conn.close()
+
+
+def test_the_sdks_own_error_for_a_refused_connection_is_a_connection_failure():
+    """Fails when google-genai starts raising a transport error we do not classify
+    (as happened when it moved from httpx to httpx2)."""
+    exc = sdk_error(f"http://127.0.0.1:{closed_port()}")
+    failure = transport_failure(exc, 2.0)
+    assert failure is not None, f"{type(exc).__module__}.{type(exc).__qualname__} is not classified: {exc!r}"
+    assert (failure.kind, failure.retryable) == ("connection", True)
+
+
+@pytest.mark.parametrize("mode, kind", [("cut", "connection"), ("mute", "timeout")])
+def test_the_sdks_own_errors_for_a_cut_or_silent_server_are_classified(mode, kind):
+    server = RudeServer(mode)
+    try:
+        exc = sdk_error(server.url, timeout_s=0.3)
+    finally:
+        server.close()
+    failure = transport_failure(exc, 0.3)
+    assert failure is not None, f"{type(exc).__module__}.{type(exc).__qualname__} is not classified: {exc!r}"
+    assert (failure.kind, failure.retryable) == (kind, True)
+
+
+def test_gemini_and_openai_backends_report_a_closed_port_as_connection():
+    from distill.oracle.base import GenerationConfig
+
+    url = f"http://127.0.0.1:{closed_port()}"
+    config = GenerationConfig("gemini-2.0-flash", 0.0, 0, 256)
+    for oracle in (GeminiOracle(config, DIMS, "k", 2.0, url, API_VERSION),
+                   OpenAICompatOracle(config, DIMS, url + "/v1", timeout_s=2.0)):
+        failure = attempt(oracle)
+        assert isinstance(failure, OracleFailure), failure
+        assert (failure.kind, failure.retryable) == ("connection", True)
+        assert oracle.endpoint.startswith(url)
+
+
+def test_an_error_nobody_knows_is_not_classified():
+    assert transport_failure(ValueError("a bug, not the network"), 1.0) is None

@@ -16,10 +16,12 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from distill.errors import OracleUnreachableError
 from distill.filter_spec import FilterSpec
 from distill.label.journal import Journal
 from distill.label.runner import (
     BUDGET,
+    UNREACHABLE,
     Budget,
     Job,
     LabelWriter,
@@ -28,7 +30,7 @@ from distill.label.runner import (
     make_job,
     worst_case_cost,
 )
-from distill.oracle.base import GenerationConfig, OracleFailure, OracleReply
+from distill.oracle.base import CONNECTION, TIMEOUT, GenerationConfig, OracleFailure, OracleReply
 from distill.oracle.gemini import GeminiOracle
 from distill.records import Article
 
@@ -53,6 +55,19 @@ class BatchRunner:
     reserved: dict[str, float] = field(default_factory=dict)  # key -> worst case held in the budget
 
     async def run(self, articles: Iterable[Article]) -> RunStats:
+        try:
+            return await self._run(articles)
+        except OracleFailure as failure:
+            if failure.kind not in (CONNECTION, TIMEOUT):
+                raise
+            self.stats.stopped = UNREACHABLE
+            raise OracleUnreachableError(
+                f"cannot reach {self.oracle.endpoint} ({failure}). Batch jobs already submitted are "
+                "journaled and keep running server-side: check the endpoint and the network, then "
+                "rerun the same command to collect them"
+            ) from None
+
+    async def _run(self, articles: Iterable[Article]) -> RunStats:
         start = time.monotonic()
         self._gather(articles)
         for name, keys in self.journal.open_batches():
@@ -118,7 +133,10 @@ class BatchRunner:
 
     def _settle(self, name: str, key: str, call_id: int, result: OracleReply | OracleFailure) -> None:
         cost = self.pricing.cost(result.input_tokens, result.output_tokens)
-        self.budget.settle(self.reserved.pop(key, 0.0), cost)  # jobs resumed from a killed run held none
+        if key in self.reserved:
+            self.budget.settle(self.reserved.pop(key), cost)
+        else:  # a job submitted by a killed run: it held no reservation in this one
+            self.budget.charge(cost)
         self.stats.calls += 1
         self.stats.spend_usd += cost
         self.stats.input_tokens += result.input_tokens

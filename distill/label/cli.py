@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from distill.cli import run_main
-from distill.label.settings import LabelSettings, help_of
+from distill.label.settings import LLM_CHOICES, LabelSettings, help_of
 
 DEFAULTS = LabelSettings()
 
@@ -27,7 +27,7 @@ OPTIONS = [
     _opt("--filter", field="filter"),
     _opt("--source", field="source", multiple=True),
     _opt("--output-dir", field="output_dir", type=click.Path(path_type=Path)),
-    _opt("--llm", field="llm", type=click.Choice(["gemini", "openai"])),
+    _opt("--llm", field="llm", type=click.Choice(LLM_CHOICES)),
     _opt("--model", field="model"),
     _opt("--base-url", field="base_url"),
     _opt("--api-version", field="api_version"),
@@ -73,6 +73,11 @@ def command(ctx: click.Context, **values) -> None:
     appended to OUTPUT_DIR/labelled.jsonl; rerun the same command to resume
     (done keys are skipped, failed ones retried, nothing is paid twice).
     The API key is read from GEMINI_API_KEY or GOOGLE_API_KEY.
+
+    A run stops by itself, with one line saying what to do, when the endpoint
+    still cannot be reached after --max-attempts, when the journal exists but
+    cannot be read (it is never replaced), or when one more call could take
+    spend past --max-cost; labels already journaled are kept in every case.
 
     \b
     Examples:

@@ -7,14 +7,18 @@ are keyed by a hash of the filter prompt, the article text sent, the model and
 the generation config, so changing any of those means a new call, and nothing
 else does. The API key is never passed in here.
 
-The schema evolves by small named forward-only migrations; the names applied
-are kept in `_migrations`, so an older journal is upgraded in place.
+The schema evolves by small named forward-only migrations, each applied in
+one transaction; the names applied are kept in `_migrations`, so an older
+journal is upgraded in place. A journal is only ever created where no file
+exists: one that exists but cannot be read (empty, damaged, not a journal)
+stops the run, because starting afresh would pay again for what it held.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sqlite3
 from collections import Counter
 from collections.abc import Callable
@@ -22,6 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from distill.errors import JournalError
 from distill.oracle.base import GenerationConfig, OracleReply
 
 
@@ -39,7 +44,7 @@ def utc_now() -> str:
 
 
 def _m001_calls_and_labels(db: sqlite3.Connection) -> None:
-    db.executescript(
+    db.execute(
         """
         CREATE TABLE calls (
             id INTEGER PRIMARY KEY,
@@ -53,8 +58,12 @@ def _m001_calls_and_labels(db: sqlite3.Connection) -> None:
             output_tokens INTEGER DEFAULT 0,
             cost_usd REAL DEFAULT 0,
             message TEXT
-        );
-        CREATE INDEX calls_key ON calls(key);
+        )
+        """
+    )
+    db.execute("CREATE INDEX calls_key ON calls(key)")
+    db.execute(
+        """
         CREATE TABLE labels (
             key TEXT PRIMARY KEY,
             model TEXT NOT NULL,
@@ -65,22 +74,18 @@ def _m001_calls_and_labels(db: sqlite3.Connection) -> None:
             output_tokens INTEGER,
             cost_usd REAL,
             labelled_at TEXT NOT NULL
-        );
+        )
         """
     )
 
 
 def _m002_run_and_mode(db: sqlite3.Connection) -> None:
-    db.executescript(
-        """
-        ALTER TABLE calls ADD COLUMN run_id TEXT;
-        ALTER TABLE calls ADD COLUMN mode TEXT DEFAULT 'sync';
-        """
-    )
+    db.execute("ALTER TABLE calls ADD COLUMN run_id TEXT")
+    db.execute("ALTER TABLE calls ADD COLUMN mode TEXT DEFAULT 'sync'")
 
 
 def _m003_batch_jobs(db: sqlite3.Connection) -> None:
-    db.executescript(
+    db.execute(
         """
         CREATE TABLE batch_jobs (
             name TEXT PRIMARY KEY,
@@ -88,32 +93,58 @@ def _m003_batch_jobs(db: sqlite3.Connection) -> None:
             submitted_at TEXT NOT NULL,
             state TEXT NOT NULL,
             keys TEXT NOT NULL             -- JSON list of call keys in the job
-        );
-        ALTER TABLE calls ADD COLUMN batch_job TEXT;
+        )
         """
     )
+    db.execute("ALTER TABLE calls ADD COLUMN batch_job TEXT")
 
 
+# Each step runs plain `execute` calls only: `executescript` commits before it
+# starts and runs each statement on its own, so a failing step would be left
+# half applied. `migrate` wraps each step and its record in one transaction.
 MIGRATIONS: list[tuple[str, Callable[[sqlite3.Connection], None]]] = [
     ("001_calls_and_labels", _m001_calls_and_labels),
     ("002_run_and_mode", _m002_run_and_mode),
     ("003_batch_jobs", _m003_batch_jobs),
 ]
 
+# The columns the code reads and writes, after every migration.
+SCHEMA = {
+    "calls": {"id", "key", "article_id", "attempt", "status", "started_at", "latency_s", "input_tokens",
+              "output_tokens", "cost_usd", "message", "run_id", "mode", "batch_job"},
+    "labels": {"key", "model", "prompt_sha256", "scores", "reasoning", "input_tokens", "output_tokens",
+               "cost_usd", "labelled_at"},
+    "batch_jobs": {"name", "run_id", "submitted_at", "state", "keys"},
+}
+
 
 def migrate(db: sqlite3.Connection, migrations=MIGRATIONS) -> list[str]:
-    """Apply the migrations not yet applied, in order; returns their names."""
+    """Apply the migrations not yet applied, in order, each all or nothing; returns
+    their names. `db` must be in autocommit mode (isolation_level=None)."""
     db.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at TEXT)")
     done = {row[0] for row in db.execute("SELECT name FROM _migrations")}
     applied = []
     for name, step in migrations:
-        if name in done:
-            continue
-        with db:
-            step(db)
-            db.execute("INSERT INTO _migrations VALUES (?, ?)", (name, utc_now()))
-        applied.append(name)
+        if name not in done and _apply(db, name, step):
+            applied.append(name)
     return applied
+
+
+def _apply(db: sqlite3.Connection, name: str, step: Callable[[sqlite3.Connection], None]) -> bool:
+    """One migration and its record in one transaction; False if another process beat us to it."""
+    db.execute("BEGIN IMMEDIATE")  # IMMEDIATE: a second process waits here instead of migrating too
+    try:
+        if db.execute("SELECT 1 FROM _migrations WHERE name=?", (name,)).fetchone() is not None:
+            db.execute("COMMIT")
+            return False
+        step(db)
+        db.execute("INSERT INTO _migrations VALUES (?, ?)", (name, utc_now()))
+        db.execute("COMMIT")
+        return True
+    except BaseException:
+        if db.in_transaction:  # some errors (a full disk) have rolled back already
+            db.execute("ROLLBACK")
+        raise
 
 
 @dataclass(frozen=True)
@@ -129,15 +160,90 @@ class Label:
     labelled_at: str
 
 
+def _create(path: Path) -> None:
+    """A new journal, built beside its final name and moved into place complete,
+    so a journal.sqlite that exists always held a journal (a kill mid-creation
+    leaves only the .new file, which is never read)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    building = path.with_name(path.name + ".new")
+    for leftover in (building, Path(f"{building}-wal"), Path(f"{building}-shm")):
+        leftover.unlink(missing_ok=True)
+    db = sqlite3.connect(building, isolation_level=None)
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        migrate(db)
+    finally:
+        db.close()  # checkpoints the WAL into the file before it is moved
+    os.replace(building, path)
+
+
+def _open_existing(path: Path) -> sqlite3.Connection:
+    if path.is_file() and path.stat().st_size == 0:
+        raise _unreadable(path, "the file is empty (0 bytes)")
+    try:
+        db = sqlite3.connect(path, isolation_level=None)
+    except sqlite3.Error as exc:
+        raise _unreadable(path, str(exc)) from exc
+    try:
+        _check_readable(db, path)
+        migrate(db)
+        _check_schema(db, path)
+        # WAL + NORMAL: a commit survives SIGKILL of this process (not power loss).
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+    except sqlite3.Error as exc:
+        db.close()
+        raise _unreadable(path, str(exc)) from exc
+    except JournalError:
+        db.close()
+        raise
+    return db
+
+
+def _check_readable(db: sqlite3.Connection, path: Path) -> None:
+    """Every page readable, and a journal's own bookkeeping table present, with
+    no migration this code does not know (a newer distill wrote it)."""
+    problems = [row[0] for row in db.execute("PRAGMA quick_check")]
+    if problems != ["ok"]:
+        raise _unreadable(path, f"the database is damaged ({problems[0]})")
+    tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    if "_migrations" not in tables:
+        found = ", ".join(sorted(tables)) or "none"
+        raise _unreadable(path, f"it is not a distill label journal (no _migrations table; tables: {found})")
+    known = {name for name, _ in MIGRATIONS}
+    unknown = sorted({row[0] for row in db.execute("SELECT name FROM _migrations")} - known)
+    if unknown:
+        raise JournalError(f"{path}: written by a newer distill (migration {unknown[0]} is unknown here); "
+                           "upgrade distill to go on with this journal")
+
+
+def _check_schema(db: sqlite3.Connection, path: Path) -> None:
+    for table, columns in SCHEMA.items():
+        present = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+        missing = sorted(columns - present)
+        if missing:
+            raise _unreadable(path, f"table {table} lacks column(s) {', '.join(missing)}")
+
+
+def _unreadable(path: Path, reason: str) -> JournalError:
+    return JournalError(
+        f"{path}: the label journal cannot be read: {reason}. It records what was already paid "
+        "for, so nothing was sent and no new journal was started; restore the file from a "
+        "backup, or move it away to start a new journal (articles already in labelled.jsonl "
+        "stay skipped)"
+    )
+
+
 class Journal:
+    """Opens the journal at `path`, creating it only where no file exists: an
+    existing file that cannot be read as a journal raises JournalError, since a
+    fresh journal in its place would pay again for every label it held."""
+
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(self.path, isolation_level=None)
-        # WAL + NORMAL: a commit survives SIGKILL of this process (not power loss).
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        migrate(self.db)
+        if not self.path.exists():
+            _create(self.path)
+        self.db = _open_existing(self.path)
 
     def close(self) -> None:
         self.db.close()

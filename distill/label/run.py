@@ -22,7 +22,16 @@ from distill.errors import DistillError
 from distill.filter_spec import FilterSpec
 from distill.label.journal import Journal, utc_now
 from distill.label.limiter import RateLimiter
-from distill.label.runner import Budget, LabelWriter, Pricing, RunStats, SyncRunner
+from distill.label.runner import (
+    ERROR,
+    INTERRUPTED,
+    Budget,
+    LabelWriter,
+    Pricing,
+    RunStats,
+    SyncRunner,
+    unexpected,
+)
 from distill.label.selection import SelectionStats, select_articles
 from distill.label.settings import LabelSettings
 from distill.oracle.base import Oracle
@@ -35,7 +44,7 @@ JOURNAL_NAME = "journal.sqlite"
 def make_oracle(settings: LabelSettings, spec: FilterSpec) -> Oracle:
     """The backend named by --llm; heavy SDK imports happen only here."""
     config = settings.generation(spec)
-    if settings.llm == "openai":
+    if settings.backend == "openai":
         from distill.oracle.openai_compat import OpenAICompatOracle
 
         return OpenAICompatOracle(config, spec.dimension_names, settings.base_url, timeout_s=settings.timeout_s)
@@ -67,7 +76,7 @@ def run_labelling(spec: FilterSpec, settings: LabelSettings, progress=None) -> t
     folder = Path(settings.output_dir)
     stats, selection = RunStats(), SelectionStats()
     with output_lock(folder):
-        journal = Journal(folder / JOURNAL_NAME)
+        journal = Journal(folder / JOURNAL_NAME)  # an unreadable journal stops here, before any call
         journal.mark_interrupted()
         rejects_path = folder / "rejects.jsonl"
         rejects_path.unlink(missing_ok=True)
@@ -85,9 +94,12 @@ def run_labelling(spec: FilterSpec, settings: LabelSettings, progress=None) -> t
                     asyncio.run(_run_and_close(runner, oracle, articles))
                 finally:
                     selection.first_rejects = list(rejects.first)
+        except BaseException as exc:
+            stats.stopped = stats.stopped or (INTERRUPTED if isinstance(exc, KeyboardInterrupt) else ERROR)
+            raise
         finally:
             journal.close()
-        _record_run(folder, spec, settings, stats, selection)
+            _record_run(folder, spec, settings, stats, selection)  # a stopped run is recorded too
     return stats, selection
 
 
@@ -112,6 +124,10 @@ def _runner(spec, settings, oracle, journal, writer, stats, on_call):
 async def _run_and_close(runner, oracle, articles) -> None:
     try:
         await runner.run(articles)
+    except DistillError:
+        raise
+    except Exception as exc:  # one line for the CLI, whichever runner it came from
+        raise unexpected(exc) from exc
     finally:
         await oracle.aclose()
 

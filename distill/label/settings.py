@@ -17,6 +17,28 @@ from distill.oracle.base import GenerationConfig
 BACKENDS = ("gemini", "openai")
 
 
+@dataclass(frozen=True)
+class Shorthand:
+    """An --llm spelling from the seed guide: the Gemini backend with a model of
+    one family. A filter whose oracle.model is of that family keeps its model
+    and prices; otherwise `model` is used at its list price, so --max-cost and
+    the cost columns stay right when the family changes."""
+
+    family: str  # matched as "-flash" / "-pro" in a model id
+    model: str
+    price_input: float  # USD per 1M tokens, sync API
+    price_output: float
+
+
+SHORTHANDS = {
+    "gemini-flash": Shorthand("flash", "gemini-2.0-flash", 0.10, 0.40),
+    "gemini-pro": Shorthand("pro", "gemini-2.5-pro", 1.25, 10.00),
+}
+LLM_CHOICES = ("gemini", *SHORTHANDS, "openai")
+# Models that cannot turn thinking off: a budget of 0 is refused by the API.
+MIN_THINKING_BUDGET = {"gemini-2.5-pro": 128}
+
+
 def _f(default, help_text: str):
     return field(default=default, metadata={"help": help_text})
 
@@ -26,7 +48,9 @@ class LabelSettings:
     filter: str = _f("sustainability/v1", "filter package: name/vN, a bare name (newest version) or a folder")
     source: tuple[str, ...] = _f((), "article JSONL files or globs (quote globs), .gz allowed")
     output_dir: Path = _f(Path("labelled"), "folder for labelled.jsonl, the journal, rejects and run records")
-    llm: str = _f("gemini", "oracle backend: gemini (google-genai) or openai (any OpenAI-compatible chat endpoint)")
+    llm: str = _f("gemini", "oracle backend: gemini (google-genai, the filter's oracle.model); gemini-flash / "
+                  "gemini-pro (gemini with the filter's model of that family, else gemini-2.0-flash / "
+                  "gemini-2.5-pro at list price); or openai (any OpenAI-compatible chat endpoint)")
     model: str | None = _f(None, "model id; default: the filter's oracle.model (gemini only)")
     base_url: str | None = _f(None, "endpoint URL: required for openai (e.g. http://localhost:8000/v1); for gemini, overrides the API host")
     api_version: str | None = _f(None, "Gemini API version to pin (default: the SDK's)")
@@ -61,20 +85,35 @@ class LabelSettings:
             files.extend(Path(m) for m in matches)
         return files
 
+    @property
+    def backend(self) -> str:
+        """gemini or openai: what the --llm value runs on."""
+        return "gemini" if self.llm in SHORTHANDS else self.llm
+
+    def _oracle_model(self, spec: FilterSpec) -> tuple[str, float, float]:
+        """The model and its sync prices from the filter, after an --llm shorthand."""
+        oracle = spec.oracle
+        short = SHORTHANDS.get(self.llm)
+        if short is None or f"-{short.family}" in oracle.model:
+            return oracle.model, oracle.price_input_per_million, oracle.price_output_per_million
+        return short.model, short.price_input, short.price_output
+
     def generation(self, spec: FilterSpec) -> GenerationConfig:
         oracle = spec.oracle
+        model = self.model or self._oracle_model(spec)[0]
+        thinking = max(oracle.thinking_budget, MIN_THINKING_BUDGET.get(model, 0))
         return GenerationConfig(
-            model=self.model or oracle.model,
+            model=model,
             temperature=oracle.temperature if self.temperature is None else self.temperature,
-            thinking_budget=oracle.thinking_budget if self.thinking_budget is None else self.thinking_budget,
+            thinking_budget=thinking if self.thinking_budget is None else self.thinking_budget,
             max_output_tokens=oracle.max_output_tokens if self.max_output_tokens is None else self.max_output_tokens,
         )
 
     def prices(self, spec: FilterSpec) -> tuple[float, float]:
         """USD per 1M input and output tokens at the sync price."""
-        p_in = spec.oracle.price_input_per_million if self.price_input is None else self.price_input
-        p_out = spec.oracle.price_output_per_million if self.price_output is None else self.price_output
-        return p_in, p_out
+        _, p_in, p_out = self._oracle_model(spec)
+        return (p_in if self.price_input is None else self.price_input,
+                p_out if self.price_output is None else self.price_output)
 
     def validate(self) -> None:
         problems = []
@@ -85,12 +124,15 @@ class LabelSettings:
                 problems.append(f"--source {pattern!r}: the glob matches no file")
             elif not glob.has_magic(pattern) and not Path(pattern).is_file():
                 problems.append(f"--source {pattern!r}: no such file")
-        if self.llm not in BACKENDS:
-            problems.append(f"--llm {self.llm!r}: choose one of {', '.join(BACKENDS)}")
+        if self.llm not in LLM_CHOICES:
+            problems.append(f"--llm {self.llm!r}: choose one of {', '.join(LLM_CHOICES)}")
         if self.llm == "openai" and not self.plan and not (self.base_url and self.model):
             problems.append("--llm openai needs --base-url (e.g. http://localhost:8000/v1) and --model")
-        if self.batch and self.llm != "gemini":
-            problems.append("--batch works with --llm gemini only")
+        if self.batch and self.backend != "gemini":
+            problems.append("--batch works with the Gemini backend only (--llm gemini, gemini-flash or gemini-pro)")
+        floor = MIN_THINKING_BUDGET.get(self.model or getattr(SHORTHANDS.get(self.llm), "model", ""), 0)
+        if self.thinking_budget is not None and self.thinking_budget < floor:
+            problems.append(f"--thinking-budget: this model cannot turn thinking off; give at least {floor}")
         for name in ("concurrency", "max_attempts", "batch_size"):
             if getattr(self, name) < 1:
                 problems.append(f"--{name.replace('_', '-')}: must be at least 1")

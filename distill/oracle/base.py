@@ -80,6 +80,7 @@ class Oracle(Protocol):
     """A backend. `score` is the one method; the attributes say what it can do."""
 
     name: str
+    endpoint: str  # where calls go, so a failure to reach it can say where
     needs_key: bool
     supports_schema: bool
     supports_batch: bool

@@ -2,16 +2,20 @@
 
 The SDK's own retries are left off (no `retry_options`): the label runner owns
 retries, backoff and the journal, so every attempt is seen and recorded once.
+Every request goes through `_send`, so whatever the SDK raises comes out as an
+`OracleFailure` (HTTP errors by status, transport errors by
+`distill.oracle.transport`) or, if nobody knows it, unchanged for the runner
+to stop on.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
-import httpx
 from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types
@@ -21,11 +25,9 @@ from distill.oracle.base import (
     AUTH,
     BAD_REQUEST,
     BLOCKED,
-    CONNECTION,
     EMPTY,
     RATE_LIMITED,
     SERVER_ERROR,
-    TIMEOUT,
     TRUNCATED,
     GenerationConfig,
     OracleFailure,
@@ -34,10 +36,13 @@ from distill.oracle.base import (
     parse_retry_delay,
     response_schema,
 )
+from distill.oracle.transport import TIMEOUT_GRACE_S, transport_failure
 
 KEY_VARIABLES = ("GEMINI_API_KEY", "GOOGLE_API_KEY")
 _BLOCKING_FINISH = {"SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY"}
 DONE_STATES = {"SUCCEEDED", "FAILED", "CANCELLED", "EXPIRED", "PARTIALLY_SUCCEEDED"}
+DEFAULT_ENDPOINT = "https://generativelanguage.googleapis.com"
+T = TypeVar("T")
 
 
 def api_key_from_env() -> str:
@@ -78,6 +83,7 @@ class GeminiOracle:
         self.config = config
         self.dimensions = list(dimensions)
         self.timeout_s = timeout_s
+        self.endpoint = base_url or DEFAULT_ENDPOINT
         options = types.HttpOptions(
             base_url=base_url, api_version=api_version, timeout=int(timeout_s * 1000)
         )
@@ -97,22 +103,23 @@ class GeminiOracle:
             thinking_config=thinking,
         )
 
-    async def score(self, prompt: str) -> OracleReply:
+    async def _send(self, request: Awaitable[T]) -> T:
+        """Await one SDK request; a failure we know comes out as an OracleFailure."""
         try:
-            response = await asyncio.wait_for(
-                self._client.aio.models.generate_content(
-                    model=self.config.model, contents=prompt, config=self._generation_config()
-                ),
-                timeout=self.timeout_s,
-            )
-        except (asyncio.TimeoutError, httpx.TimeoutException):
-            raise OracleFailure(TIMEOUT, f"no answer within {self.timeout_s:g}s", True) from None
-        except httpx.TransportError as exc:
-            raise OracleFailure(CONNECTION, type(exc).__name__, True) from None
+            return await asyncio.wait_for(request, timeout=self.timeout_s + TIMEOUT_GRACE_S)
         except genai_errors.APIError as exc:
             raise api_failure(exc) from None
         except genai_errors.UnknownApiResponseError as exc:
             raise OracleFailure(SERVER_ERROR, f"unreadable response: {str(exc)[:120]}", True) from None
+        except Exception as exc:
+            failure = transport_failure(exc, self.timeout_s)
+            if failure is None:
+                raise
+            raise failure from None
+
+    async def score(self, prompt: str) -> OracleReply:
+        response = await self._send(self._client.aio.models.generate_content(
+            model=self.config.model, contents=prompt, config=self._generation_config()))
         return reply_from_response(response, self.dimensions)
 
     async def submit_batch(self, requests: list[tuple[str, str]], display_name: str) -> str:
@@ -123,21 +130,17 @@ class GeminiOracle:
             )
             for key, prompt in requests
         ]
-        try:
-            job = await self._client.aio.batches.create(
-                model=self.config.model, src=inlined, config={"display_name": display_name}
-            )
-        except genai_errors.APIError as exc:
-            raise api_failure(exc) from None
+        job = await self._send(self._client.aio.batches.create(
+            model=self.config.model, src=inlined, config={"display_name": display_name}))
         return job.name
 
     async def batch_status(self, name: str) -> BatchStatus:
-        job = await self._client.aio.batches.get(name=name)
+        job = await self._send(self._client.aio.batches.get(name=name))
         return BatchStatus(name, _state_name(job.state))
 
     async def batch_results(self, name: str) -> dict[str, OracleReply | OracleFailure]:
         """Results joined by the key each request carried, never by position."""
-        job = await self._client.aio.batches.get(name=name)
+        job = await self._send(self._client.aio.batches.get(name=name))
         results: dict[str, OracleReply | OracleFailure] = {}
         for item in (job.dest.inlined_responses if job.dest else None) or []:
             key = (item.metadata or {}).get("key")

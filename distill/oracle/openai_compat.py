@@ -15,11 +15,9 @@ import httpx
 from distill.oracle.base import (
     AUTH,
     BAD_REQUEST,
-    CONNECTION,
     EMPTY,
     RATE_LIMITED,
     SERVER_ERROR,
-    TIMEOUT,
     TRUNCATED,
     GenerationConfig,
     OracleFailure,
@@ -28,6 +26,7 @@ from distill.oracle.base import (
     parse_retry_delay,
     response_schema,
 )
+from distill.oracle.transport import TIMEOUT_GRACE_S, transport_failure
 
 KEY_VARIABLE = "OPENAI_API_KEY"
 
@@ -51,6 +50,7 @@ class OpenAICompatOracle:
         self.config = config
         self.dimensions = list(dimensions)
         self.timeout_s = timeout_s
+        self.endpoint = base_url
         self.supports_schema = use_schema
         api_key = api_key if api_key is not None else os.environ.get(KEY_VARIABLE)
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
@@ -77,12 +77,14 @@ class OpenAICompatOracle:
     async def score(self, prompt: str) -> OracleReply:
         try:
             response = await asyncio.wait_for(
-                self._client.post("chat/completions", json=self._body(prompt)), self.timeout_s
+                self._client.post("chat/completions", json=self._body(prompt)),
+                self.timeout_s + TIMEOUT_GRACE_S,
             )
-        except (asyncio.TimeoutError, httpx.TimeoutException):
-            raise OracleFailure(TIMEOUT, f"no answer within {self.timeout_s:g}s", True) from None
-        except httpx.TransportError as exc:
-            raise OracleFailure(CONNECTION, f"{type(exc).__name__}: {exc}", True) from None
+        except Exception as exc:
+            failure = transport_failure(exc, self.timeout_s)
+            if failure is None:
+                raise
+            raise failure from None
         if response.status_code != 200:
             raise _http_failure(response)
         try:
