@@ -12,7 +12,7 @@ from label_helpers import SECRET, label_args, read_output, run_cli, write_articl
 
 from distill.errors import JournalError
 from distill.label.journal import MIGRATIONS, Journal, migrate
-from distill.oracle.base import OracleReply
+from distill.label.oracle.base import OracleReply
 
 
 @pytest.fixture(autouse=True)

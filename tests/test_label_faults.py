@@ -23,9 +23,9 @@ from test_label_resume import journal_label_keys, key_to_prompt_sha
 
 from distill.filter_spec import load_filter
 from distill.label import run as label_run
+from distill.label.oracle.base import OracleReply
 from distill.label.runner import Pricing, make_job, worst_case_cost
 from distill.label.settings import LabelSettings
-from distill.oracle.base import OracleReply
 from distill.records import parse_article
 
 CLI = [sys.executable, "-c", "from distill.label.cli import main; main()"]

@@ -15,7 +15,7 @@ from distill.errors import DistillError
 from distill.label.agree import agreement, krippendorff_alpha_interval, rankdata, spearman
 from distill.label.journal import MIGRATIONS, Journal, call_key, migrate
 from distill.label.limiter import RateLimiter, backoff_delay
-from distill.oracle.base import GenerationConfig, OracleReply
+from distill.label.oracle.base import GenerationConfig, OracleReply
 
 
 class FakeClock:

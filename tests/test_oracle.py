@@ -15,16 +15,16 @@ import pytest
 from fake_gemini import API_VERSION, FakeGemini
 
 from distill.errors import OracleError
-from distill.oracle.base import Oracle, OracleFailure, parse_answer
-from distill.oracle.gemini import GeminiOracle, api_key_from_env
-from distill.oracle.openai_compat import OpenAICompatOracle
-from distill.oracle.transport import transport_failure
+from distill.label.oracle.base import Oracle, OracleFailure, parse_answer
+from distill.label.oracle.gemini import GeminiOracle, api_key_from_env
+from distill.label.oracle.openai_compat import OpenAICompatOracle
+from distill.label.oracle.transport import transport_failure
 
 DIMS = ["alpha", "beta", "gamma"]
 
 
 def gemini(fake: FakeGemini, model: str = "gemini-2.0-flash", timeout_s: float = 2.0) -> GeminiOracle:
-    from distill.oracle.base import GenerationConfig
+    from distill.label.oracle.base import GenerationConfig
 
     return GeminiOracle(GenerationConfig(model, 0.0, 0, 256), DIMS, "test-key", timeout_s, fake.url, API_VERSION)
 
@@ -46,7 +46,7 @@ def test_backends_satisfy_the_protocol():
         oracle = gemini(fake)
         assert isinstance(oracle, Oracle)
         assert (oracle.needs_key, oracle.supports_schema, oracle.supports_batch) == (True, True, True)
-    from distill.oracle.base import GenerationConfig
+    from distill.label.oracle.base import GenerationConfig
 
     other = OpenAICompatOracle(GenerationConfig("m"), DIMS, "http://127.0.0.1:1/v1")
     assert isinstance(other, Oracle) and not other.needs_key and not other.supports_batch
@@ -111,7 +111,7 @@ def test_parse_answer_accepts_fenced_json_and_whole_floats():
 
 
 def openai_oracle(handler, **kwargs) -> OpenAICompatOracle:
-    from distill.oracle.base import GenerationConfig
+    from distill.label.oracle.base import GenerationConfig
 
     return OpenAICompatOracle(GenerationConfig("qwen2.5-7b", 0.0, 0, 256), DIMS, "http://vllm.local/v1",
                               api_key="k", transport=httpx.MockTransport(handler), **kwargs)
@@ -243,7 +243,7 @@ def test_the_sdks_own_errors_for_a_cut_or_silent_server_are_classified(mode, kin
 
 
 def test_gemini_and_openai_backends_report_a_closed_port_as_connection():
-    from distill.oracle.base import GenerationConfig
+    from distill.label.oracle.base import GenerationConfig
 
     url = f"http://127.0.0.1:{closed_port()}"
     config = GenerationConfig("gemini-2.0-flash", 0.0, 0, 256)

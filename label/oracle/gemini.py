@@ -4,7 +4,7 @@ The SDK's own retries are left off (no `retry_options`): the label runner owns
 retries, backoff and the journal, so every attempt is seen and recorded once.
 Every request goes through `_send`, so whatever the SDK raises comes out as an
 `OracleFailure` (HTTP errors by status, transport errors by
-`distill.oracle.transport`) or, if nobody knows it, unchanged for the runner
+`distill.label.oracle.transport`) or, if nobody knows it, unchanged for the runner
 to stop on.
 """
 
@@ -21,7 +21,7 @@ from google.genai import errors as genai_errors
 from google.genai import types
 
 from distill.errors import OracleError
-from distill.oracle.base import (
+from distill.label.oracle.base import (
     AUTH,
     BAD_REQUEST,
     BLOCKED,
@@ -36,7 +36,7 @@ from distill.oracle.base import (
     parse_retry_delay,
     response_schema,
 )
-from distill.oracle.transport import TIMEOUT_GRACE_S, transport_failure
+from distill.label.oracle.transport import TIMEOUT_GRACE_S, transport_failure
 
 KEY_VARIABLES = ("GEMINI_API_KEY", "GOOGLE_API_KEY")
 _BLOCKING_FINISH = {"SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY"}

@@ -12,7 +12,7 @@ import os
 
 import httpx
 
-from distill.oracle.base import (
+from distill.label.oracle.base import (
     AUTH,
     BAD_REQUEST,
     EMPTY,
@@ -26,7 +26,7 @@ from distill.oracle.base import (
     parse_retry_delay,
     response_schema,
 )
-from distill.oracle.transport import TIMEOUT_GRACE_S, transport_failure
+from distill.label.oracle.transport import TIMEOUT_GRACE_S, transport_failure
 
 KEY_VARIABLE = "OPENAI_API_KEY"
 

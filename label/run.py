@@ -22,6 +22,7 @@ from distill.errors import DistillError
 from distill.filter_spec import FilterSpec
 from distill.label.journal import Journal, utc_now
 from distill.label.limiter import RateLimiter
+from distill.label.oracle.base import Oracle
 from distill.label.runner import (
     ERROR,
     INTERRUPTED,
@@ -34,7 +35,6 @@ from distill.label.runner import (
 )
 from distill.label.selection import SelectionStats, select_articles
 from distill.label.settings import LabelSettings
-from distill.oracle.base import Oracle
 from distill.records import JsonlWriter, RejectsWriter, dumps_line, read_ids
 
 OUTPUT_NAME = "labelled.jsonl"
@@ -45,10 +45,10 @@ def make_oracle(settings: LabelSettings, spec: FilterSpec) -> Oracle:
     """The backend named by --llm; heavy SDK imports happen only here."""
     config = settings.generation(spec)
     if settings.backend == "openai":
-        from distill.oracle.openai_compat import OpenAICompatOracle
+        from distill.label.oracle.openai_compat import OpenAICompatOracle
 
         return OpenAICompatOracle(config, spec.dimension_names, settings.base_url, timeout_s=settings.timeout_s)
-    from distill.oracle.gemini import GeminiOracle, api_key_from_env
+    from distill.label.oracle.gemini import GeminiOracle, api_key_from_env
 
     return GeminiOracle(config, spec.dimension_names, api_key_from_env(), settings.timeout_s,
                         settings.base_url, settings.api_version)

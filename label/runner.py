@@ -30,8 +30,8 @@ from distill.errors import DistillError, LabelRunError, OracleError, OracleUnrea
 from distill.filter_spec import FilterSpec
 from distill.label.journal import Journal, Label, call_key
 from distill.label.limiter import RateLimiter, backoff_delay
+from distill.label.oracle.base import AUTH, CONNECTION, GenerationConfig, Oracle, OracleFailure
 from distill.label.selection import oracle_text
-from distill.oracle.base import AUTH, CONNECTION, GenerationConfig, Oracle, OracleFailure
 from distill.records import Article, JsonlWriter
 
 # Why a run stopped early (RunStats.stopped, and label_runs.jsonl).

@@ -19,6 +19,14 @@ from dataclasses import dataclass, field
 from distill.errors import OracleUnreachableError
 from distill.filter_spec import FilterSpec
 from distill.label.journal import Journal
+from distill.label.oracle.base import (
+    CONNECTION,
+    TIMEOUT,
+    GenerationConfig,
+    OracleFailure,
+    OracleReply,
+)
+from distill.label.oracle.gemini import GeminiOracle
 from distill.label.runner import (
     BUDGET,
     UNREACHABLE,
@@ -30,8 +38,6 @@ from distill.label.runner import (
     make_job,
     worst_case_cost,
 )
-from distill.oracle.base import CONNECTION, TIMEOUT, GenerationConfig, OracleFailure, OracleReply
-from distill.oracle.gemini import GeminiOracle
 from distill.records import Article
 
 MISSING = "missing_from_batch"

@@ -16,7 +16,7 @@ import asyncio
 import importlib
 from types import ModuleType
 
-from distill.oracle.base import CONNECTION, TIMEOUT, OracleFailure
+from distill.label.oracle.base import CONNECTION, TIMEOUT, OracleFailure
 
 # A backend's outer asyncio timeout waits this long past the HTTP client's own,
 # so the HTTP layer's error (which says whether connecting or reading timed

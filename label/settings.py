@@ -12,7 +12,7 @@ from pathlib import Path
 
 from distill.errors import ConfigError
 from distill.filter_spec import FilterSpec
-from distill.oracle.base import GenerationConfig
+from distill.label.oracle.base import GenerationConfig
 
 BACKENDS = ("gemini", "openai")
 

@@ -27,7 +27,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from distill.errors import JournalError
-from distill.oracle.base import GenerationConfig, OracleReply
+from distill.label.oracle.base import GenerationConfig, OracleReply
 
 
 def call_key(prompt_sha256: str, article_text: str, config: GenerationConfig) -> str:
