@@ -1,4 +1,5 @@
-"""`--batch`: the Gemini Batch API at the batch price, with the same journal.
+"""`--batch`: a backend's batch API (Gemini's) at the batch price, through the same
+ledger (calls.py) and journal as the concurrent runner.
 
 1. Jobs left open by an earlier (killed) run are polled and collected first:
    they are paid for, so their labels are journaled whatever this run selects.
@@ -13,31 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass
 
 from distill.errors import OracleUnreachableError
-from distill.filter_spec import FilterSpec
-from distill.label.journal import Journal
-from distill.label.oracle.base import (
-    CONNECTION,
-    TIMEOUT,
-    GenerationConfig,
-    OracleFailure,
-    OracleReply,
-)
-from distill.label.oracle.gemini import GeminiOracle
-from distill.label.runner import (
-    BUDGET,
-    UNREACHABLE,
-    Budget,
-    Job,
-    LabelWriter,
-    Pricing,
-    RunStats,
-    make_job,
-    worst_case_cost,
-)
+from distill.label.calls import BUDGET, UNREACHABLE, CallLedger, LabelRequest, RunStats
+from distill.label.oracle.base import CONNECTION, TIMEOUT, BatchOracle, OracleFailure
 from distill.records import Article
 
 MISSING = "missing_from_batch"
@@ -45,20 +27,14 @@ MISSING = "missing_from_batch"
 
 @dataclass
 class BatchRunner:
-    spec: FilterSpec
-    oracle: GeminiOracle
-    config: GenerationConfig
-    journal: Journal
-    writer: LabelWriter
-    pricing: Pricing  # already at the batch price
-    budget: Budget
-    stats: RunStats
+    ledger: CallLedger  # its pricing already at the batch price
+    oracle: BatchOracle
     batch_size: int = 1000
     poll_s: float = 30.0
     max_attempts: int = 5
-    on_call: Callable[[], None] = lambda: None
-    jobs: dict[str, Job] = field(default_factory=dict)
-    reserved: dict[str, float] = field(default_factory=dict)  # key -> worst case held in the budget
+
+    def __post_init__(self) -> None:
+        self.stats: RunStats = self.ledger.stats
 
     async def run(self, articles: Iterable[Article]) -> RunStats:
         try:
@@ -75,51 +51,38 @@ class BatchRunner:
 
     async def _run(self, articles: Iterable[Article]) -> RunStats:
         start = time.monotonic()
-        self._gather(articles)
-        for name, keys in self.journal.open_batches():
+        for article in articles:
+            self.ledger.add(article)
+        for name, keys in self.ledger.journal.open_batches():
             await self._collect(name, keys)
         for _ in range(self.max_attempts):
-            todo = [job for job in self.jobs.values()]
+            todo = list(self.ledger.waiting.values())
             if not todo or self.stats.stopped:
                 break
             submitted = await self._submit(todo)
             for name, keys in submitted:
                 await self._collect(name, keys)
-        for job in self.jobs.values():  # still unlabelled after every round
-            self.stats.failed_articles[MISSING] += len(job.articles)
+        for request in self.ledger.waiting.values():  # still unlabelled after every round
+            self.ledger.give_up(request, MISSING)
         self.stats.elapsed_s = time.monotonic() - start
         return self.stats
 
-    def _gather(self, articles: Iterable[Article]) -> None:
-        for article in articles:
-            job = make_job(self.spec, self.config, article)
-            label = self.journal.label(job.key)
-            if label is not None:
-                self.writer.write(label, [article], from_journal=True)
-            elif job.key in self.jobs:
-                self.jobs[job.key].articles.append(article)
-            else:
-                self.jobs[job.key] = job
-
-    async def _submit(self, todo: list[Job]) -> list[tuple[str, list[str]]]:
+    async def _submit(self, todo: list[LabelRequest]) -> list[tuple[str, list[str]]]:
         submitted = []
         for i in range(0, len(todo), self.batch_size):
             chunk = []
-            for job in todo[i:i + self.batch_size]:
-                worst = worst_case_cost(self.pricing, self.config, job.prompt)
-                if not self.budget.reserve(worst):
+            for request in todo[i:i + self.batch_size]:
+                if not self.ledger.reserve(request):
                     self.stats.stopped = BUDGET
                     break
-                self.reserved[job.key] = worst
-                chunk.append(job)
+                chunk.append(request)
             if chunk:
-                name = await self.oracle.submit_batch([(j.key, j.prompt) for j in chunk],
+                name = await self.oracle.submit_batch([(r.key, r.prompt) for r in chunk],
                                                       f"distill-{self.stats.run_id}-{i // self.batch_size}")
-                keys = {j.key: (j.articles[0].id, self.journal.attempts(j.key) + 1) for j in chunk}
-                self.journal.add_batch(name, self.stats.run_id, keys)
-                submitted.append((name, list(keys)))
+                self.ledger.submitted(name, chunk)
+                submitted.append((name, [r.key for r in chunk]))
             if self.stats.stopped:
-                self.stats.not_attempted += sum(len(j.articles) for j in todo[i + len(chunk):])
+                self.ledger.leave(todo[i + len(chunk):])
                 break
         return submitted
 
@@ -130,31 +93,9 @@ class BatchRunner:
             status = await self.oracle.batch_status(name)
         results = await self.oracle.batch_results(name) if status.state != "CANCELLED" else {}
         for key in keys:
-            call_id = self.journal.batch_call_id(name, key)
+            call_id = self.ledger.journal.batch_call_id(name, key)
             if call_id is None:  # collected before the last kill
                 continue
             result = results.get(key) or OracleFailure(MISSING, f"no result in {name} ({status.state})", True)
-            self._settle(name, key, call_id, result)
-        self.journal.set_batch_state(name, "COLLECTED")
-
-    def _settle(self, name: str, key: str, call_id: int, result: OracleReply | OracleFailure) -> None:
-        cost = self.pricing.cost(result.input_tokens, result.output_tokens)
-        if key in self.reserved:
-            self.budget.settle(self.reserved.pop(key), cost)
-        else:  # a job submitted by a killed run: it held no reservation in this one
-            self.budget.charge(cost)
-        self.stats.calls += 1
-        self.stats.spend_usd += cost
-        self.stats.input_tokens += result.input_tokens
-        self.stats.output_tokens += result.output_tokens
-        if isinstance(result, OracleFailure):
-            self.stats.call_failures[result.kind] += 1
-            self.journal.finish_call(call_id, result.kind, 0.0, result.input_tokens, result.output_tokens,
-                                     cost, str(result))
-        else:
-            label = self.journal.record_label(call_id, key, self.config.model, self.spec.prompt_sha256,
-                                              result, cost, 0.0)
-            job = self.jobs.pop(key, None)
-            if job is not None:
-                self.writer.write(label, job.articles, from_journal=False)
-        self.on_call()
+            self.ledger.settle(call_id, key, result, 0.0)
+        self.ledger.journal.set_batch_state(name, "COLLECTED")

@@ -12,59 +12,12 @@ from pathlib import Path
 import click
 
 from distill.cli import run_main
-from distill.label.settings import LLM_CHOICES, LabelSettings, help_of
-
-DEFAULTS = LabelSettings()
-
-
-def _opt(*names: str, field: str, **kwargs):
-    default = getattr(DEFAULTS, field)
-    kwargs.setdefault("show_default", default is not None and default != ())
-    return click.option(*names, field, default=default, help=help_of(field), **kwargs)
-
-
-OPTIONS = [
-    _opt("--filter", field="filter"),
-    _opt("--source", field="source", multiple=True),
-    _opt("--output-dir", field="output_dir", type=click.Path(path_type=Path)),
-    _opt("--llm", field="llm", type=click.Choice(LLM_CHOICES)),
-    _opt("--model", field="model"),
-    _opt("--base-url", field="base_url"),
-    _opt("--api-version", field="api_version"),
-    _opt("--temperature", field="temperature", type=float),
-    _opt("--thinking-budget", field="thinking_budget", type=int),
-    _opt("--max-output-tokens", field="max_output_tokens", type=int),
-    _opt("--price-input", field="price_input", type=float),
-    _opt("--price-output", field="price_output", type=float),
-    _opt("--concurrency", field="concurrency", type=int),
-    _opt("--rpm", field="rpm", type=int),
-    _opt("--tpm", field="tpm", type=int),
-    _opt("--timeout", field="timeout_s", type=float),
-    _opt("--max-attempts", field="max_attempts", type=int),
-    _opt("--backoff-base", field="backoff_base_s", type=float),
-    _opt("--backoff-max", field="backoff_max_s", type=float),
-    _opt("--max-cost", field="max_cost", type=float),
-    _opt("--target-count", field="target_count", type=int),
-    _opt("--random-sample", field="random_sample", is_flag=True),
-    _opt("--seed", field="seed", type=int),
-    _opt("--strict", field="strict", is_flag=True),
-    _opt("--batch", field="batch", is_flag=True),
-    _opt("--batch-size", field="batch_size", type=int),
-    _opt("--poll", field="poll_s", type=float),
-    _opt("--plan", field="plan", is_flag=True),
-    _opt("--expected-output-tokens", field="expected_output_tokens", type=int),
-    _opt("--progress/--no-progress", field="progress"),
-]
-
-
-def _with_options(func):
-    for option in reversed(OPTIONS):
-        func = option(func)
-    return func
+from distill.label.settings import LabelSettings
+from distill.settings import options_from
 
 
 @click.group(invoke_without_command=True)
-@_with_options
+@options_from(LabelSettings)
 @click.pass_context
 def command(ctx: click.Context, **values) -> None:
     """Label articles with the oracle (Gemini by default).
@@ -89,7 +42,6 @@ def command(ctx: click.Context, **values) -> None:
     if ctx.invoked_subcommand is not None:
         return
     settings = LabelSettings(**values)
-    settings.validate()
     from distill.filter_spec import load_filter
 
     spec = load_filter(settings.filter)

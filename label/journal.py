@@ -20,7 +20,6 @@ import hashlib
 import json
 import os
 import sqlite3
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -303,18 +302,6 @@ class Journal:
             "message=? WHERE id=?",
             (status, latency_s, input_tokens, output_tokens, cost_usd, message[:500], call_id),
         )
-
-    def spend(self, run_id: str | None = None) -> float:
-        query, args = "SELECT COALESCE(SUM(cost_usd), 0) FROM calls", ()
-        if run_id is not None:
-            query, args = query + " WHERE run_id=?", (run_id,)
-        return float(self.db.execute(query, args).fetchone()[0])
-
-    def status_counts(self, run_id: str | None = None) -> Counter:
-        query, args = "SELECT status, COUNT(*) FROM calls", ()
-        if run_id is not None:
-            query, args = query + " WHERE run_id=?", (run_id,)
-        return Counter(dict(self.db.execute(query + " GROUP BY status", args).fetchall()))
 
     def mean_output_tokens(self) -> float | None:
         value = self.db.execute("SELECT AVG(output_tokens) FROM labels").fetchone()[0]

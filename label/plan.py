@@ -21,7 +21,9 @@ CHARS_PER_TOKEN = 4
 
 
 @dataclass
-class Plan:
+class CostPlan:
+    """What a run would send and what it would cost, sync and batch."""
+
     selection: SelectionStats = field(default_factory=SelectionStats)
     articles: int = 0
     in_journal: int = 0  # already paid for: written from the journal, free
@@ -33,23 +35,15 @@ class Plan:
     batch_cost_usd: float = 0.0
     words_truncated: int = 0  # articles cut to the filter's oracle word budget
 
-    def to_json(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if k != "selection"} | {
-            "already_labelled": self.selection.already_labelled,
-            "rejected_lines": self.selection.read.rejected,
-            "prefilter_checked": self.selection.prefilter_checked,
-            "prefilter_passed": self.selection.prefilter_passed,
-            "prefilter_blocked": dict(self.selection.prefilter_blocked),
-        }
 
-
-def make_plan(spec: FilterSpec, settings: LabelSettings, rejects=None) -> Plan:
+def make_plan(spec: FilterSpec, settings: LabelSettings, rejects=None) -> CostPlan:
+    settings.validate()
     output = Path(settings.output_dir)
     done_ids = read_ids(output / "labelled.jsonl")
     journal_path = output / "journal.sqlite"
     journal = Journal(journal_path) if journal_path.exists() else None
     config = settings.generation(spec)
-    plan = Plan()
+    plan = CostPlan()
     mean_out = journal.mean_output_tokens() if journal else None
     plan.output_tokens_per_call = mean_out or float(settings.expected_output_tokens)
     seen_keys: set[str] = set()

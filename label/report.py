@@ -5,8 +5,8 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from distill.label.plan import Plan
-from distill.label.runner import BUDGET, RunStats
+from distill.label.calls import BUDGET, RunStats
+from distill.label.plan import CostPlan
 from distill.label.selection import SelectionStats
 
 
@@ -22,7 +22,7 @@ def _selection_rows(table: Table, sel: SelectionStats) -> None:
         table.add_row(f"  blocked: {reason}", f"{count:,}")
 
 
-def plan_table(plan: Plan, model: str) -> Table:
+def plan_table(plan: CostPlan, model: str) -> Table:
     table = Table(title=f"Label plan ({model}); nothing was sent", show_header=False)
     table.add_column("", style="bold")
     table.add_column("", justify="right")

@@ -20,19 +20,20 @@ from pathlib import Path
 from distill import __version__
 from distill.errors import DistillError
 from distill.filter_spec import FilterSpec
-from distill.label.journal import Journal, utc_now
-from distill.label.limiter import RateLimiter
-from distill.label.oracle.base import Oracle
-from distill.label.runner import (
+from distill.label.calls import (
     ERROR,
     INTERRUPTED,
     Budget,
+    CallLedger,
     LabelWriter,
     Pricing,
     RunStats,
-    SyncRunner,
     unexpected,
 )
+from distill.label.concurrent import ConcurrentRunner
+from distill.label.journal import Journal, utc_now
+from distill.label.limiter import RateLimiter
+from distill.label.oracle.base import Oracle, backend_class, key_from_env
 from distill.label.selection import SelectionStats, select_articles
 from distill.label.settings import LabelSettings
 from distill.records import JsonlWriter, RejectsWriter, dumps_line, read_ids
@@ -42,16 +43,14 @@ JOURNAL_NAME = "journal.sqlite"
 
 
 def make_oracle(settings: LabelSettings, spec: FilterSpec) -> Oracle:
-    """The backend named by --llm; heavy SDK imports happen only here."""
-    config = settings.generation(spec)
+    """The backend named by --llm, with its key (an error here if it needs one and
+    none is set); heavy SDK imports happen only here."""
+    backend = backend_class(settings.backend)
+    key = key_from_env(backend)
+    config, dimensions = settings.generation(spec), spec.dimension_names
     if settings.backend == "openai":
-        from distill.label.oracle.openai_compat import OpenAICompatOracle
-
-        return OpenAICompatOracle(config, spec.dimension_names, settings.base_url, timeout_s=settings.timeout_s)
-    from distill.label.oracle.gemini import GeminiOracle, api_key_from_env
-
-    return GeminiOracle(config, spec.dimension_names, api_key_from_env(), settings.timeout_s,
-                        settings.base_url, settings.api_version)
+        return backend(config, dimensions, settings.base_url, key, timeout_s=settings.timeout_s)
+    return backend(config, dimensions, key, settings.timeout_s, settings.base_url, settings.api_version)
 
 
 @contextmanager
@@ -72,6 +71,7 @@ def output_lock(folder: Path) -> Iterator[None]:
 
 def run_labelling(spec: FilterSpec, settings: LabelSettings, progress=None) -> tuple[RunStats, SelectionStats]:
     """Label what the settings select; `progress(advance, spend)` is told as labels land."""
+    settings.validate()
     oracle = make_oracle(settings, spec)  # fails early on a missing key, before touching files
     folder = Path(settings.output_dir)
     stats, selection = RunStats(), SelectionStats()
@@ -105,20 +105,19 @@ def run_labelling(spec: FilterSpec, settings: LabelSettings, progress=None) -> t
 
 def _runner(spec, settings, oracle, journal, writer, stats, on_call):
     p_in, p_out = settings.prices(spec)
-    common = dict(spec=spec, oracle=oracle, config=settings.generation(spec), journal=journal,
-                  writer=writer, budget=Budget(settings.max_cost), stats=stats, on_call=on_call)
+    discount = spec.oracle.batch_discount if settings.batch else 1.0
+    ledger = CallLedger(spec=spec, config=settings.generation(spec), journal=journal, writer=writer,
+                        pricing=Pricing(p_in * discount, p_out * discount), budget=Budget(settings.max_cost),
+                        stats=stats, on_call=on_call)
     if settings.batch:
         from distill.label.batch import BatchRunner
 
-        discount = spec.oracle.batch_discount
-        return BatchRunner(**common, pricing=Pricing(p_in * discount, p_out * discount),
-                           batch_size=settings.batch_size, poll_s=settings.poll_s,
+        return BatchRunner(ledger, oracle, batch_size=settings.batch_size, poll_s=settings.poll_s,
                            max_attempts=settings.max_attempts)
-    return SyncRunner(**common, pricing=Pricing(p_in, p_out),
-                      limiter=RateLimiter(settings.rpm, settings.tpm),
-                      concurrency=settings.concurrency, max_attempts=settings.max_attempts,
-                      backoff_base_s=settings.backoff_base_s, backoff_max_s=settings.backoff_max_s,
-                      expected_output_tokens=settings.expected_output_tokens)
+    return ConcurrentRunner(ledger, oracle, limiter=RateLimiter(settings.rpm, settings.tpm),
+                            concurrency=settings.concurrency, max_attempts=settings.max_attempts,
+                            backoff_base_s=settings.backoff_base_s, backoff_max_s=settings.backoff_max_s,
+                            expected_output_tokens=settings.expected_output_tokens)
 
 
 async def _run_and_close(runner, oracle, articles) -> None:

@@ -1,7 +1,9 @@
 """Typed settings of a labelling run: one home for every default.
 
-CLI flags fill a `LabelSettings`; the filter's `oracle:` section fills what a
-flag leaves unset. `validate()` reports every problem at once.
+The CLI's flags are built from these fields (`distill.settings.options_from`);
+the filter's `oracle:` section fills what a flag leaves unset. `problems()`
+lists every problem, each naming the flag and the fix, and the run and the
+plan call `validate()` before anything else.
 """
 
 from __future__ import annotations
@@ -10,11 +12,9 @@ import glob
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from distill.errors import ConfigError
 from distill.filter_spec import FilterSpec
-from distill.label.oracle.base import GenerationConfig
-
-BACKENDS = ("gemini", "openai")
+from distill.label.oracle.base import GenerationConfig, backend_class
+from distill.settings import Settings, flag_of
 
 
 @dataclass(frozen=True)
@@ -39,44 +39,41 @@ LLM_CHOICES = ("gemini", *SHORTHANDS, "openai")
 MIN_THINKING_BUDGET = {"gemini-2.5-pro": 128}
 
 
-def _f(default, help_text: str):
-    return field(default=default, metadata={"help": help_text})
-
-
 @dataclass
-class LabelSettings:
-    filter: str = _f("sustainability/v1", "filter package: name/vN, a bare name (newest version) or a folder")
-    source: tuple[str, ...] = _f((), "article JSONL files or globs (quote globs), .gz allowed")
-    output_dir: Path = _f(Path("labelled"), "folder for labelled.jsonl, the journal, rejects and run records")
-    llm: str = _f("gemini", "oracle backend: gemini (google-genai, the filter's oracle.model); gemini-flash / "
-                  "gemini-pro (gemini with the filter's model of that family, else gemini-2.0-flash / "
-                  "gemini-2.5-pro at list price); or openai (any OpenAI-compatible chat endpoint)")
-    model: str | None = _f(None, "model id; default: the filter's oracle.model (gemini only)")
-    base_url: str | None = _f(None, "endpoint URL: required for openai (e.g. http://localhost:8000/v1); for gemini, overrides the API host")
-    api_version: str | None = _f(None, "Gemini API version to pin (default: the SDK's)")
-    temperature: float | None = _f(None, "sampling temperature; default: the filter's")
-    thinking_budget: int | None = _f(None, "thinking tokens (0 = off); default: the filter's")
-    max_output_tokens: int | None = _f(None, "cap on answer tokens; default: the filter's")
-    price_input: float | None = _f(None, "USD per 1M input tokens; default: the filter's")
-    price_output: float | None = _f(None, "USD per 1M output tokens; default: the filter's")
-    concurrency: int = _f(8, "requests in flight at once")
-    rpm: int | None = _f(None, "requests per minute cap (none: unlimited)")
-    tpm: int | None = _f(None, "tokens per minute cap, input + expected output (none: unlimited)")
-    timeout_s: float = _f(60.0, "per-request timeout in seconds")
-    max_attempts: int = _f(5, "attempts per article in one run before it is counted as failed")
-    backoff_base_s: float = _f(1.0, "first retry waits about this long; doubles each retry")
-    backoff_max_s: float = _f(60.0, "longest wait between retries")
-    max_cost: float | None = _f(None, "stop cleanly before this run's spend could exceed this many USD")
-    target_count: int | None = _f(None, "label until the output holds this many articles")
-    random_sample: bool = _f(False, "pick articles at random (reproducible with --seed) instead of in file order")
-    seed: int = _f(0, "seed for --random-sample")
-    strict: bool = _f(False, "stop at the first bad input line instead of rejecting it")
-    batch: bool = _f(False, "use the Gemini Batch API (half price, results within 24 h)")
-    batch_size: int = _f(1000, "requests per batch job")
-    poll_s: float = _f(30.0, "seconds between batch status polls")
-    plan: bool = _f(False, "estimate tokens and cost (sync and batch) and exit; no calls, no key needed")
-    expected_output_tokens: int = _f(120, "answer length assumed by --plan and the TPM limiter before real answers are journaled")
-    progress: bool = _f(True, "show a progress bar")
+class LabelSettings(Settings):
+    filter: str = field(default="sustainability/v1", metadata={"help": "filter package: name/vN, a bare name (newest version) or a folder"})
+    source: list[str] = field(default_factory=list, metadata={"help": "article JSONL files or globs (quote globs), .gz allowed; repeat the flag for several"})
+    output_dir: Path = field(default=Path("labelled"), metadata={"help": "folder for labelled.jsonl, the journal, rejects and run records"})
+    llm: str = field(default="gemini", metadata={"choices": LLM_CHOICES, "help": (
+        "oracle backend: gemini (google-genai, the filter's oracle.model); gemini-flash / "
+        "gemini-pro (gemini with the filter's model of that family, else gemini-2.0-flash / "
+        "gemini-2.5-pro at list price); or openai (any OpenAI-compatible chat endpoint)")})
+    model: str | None = field(default=None, metadata={"help": "model id; default: the filter's oracle.model (gemini only)"})
+    base_url: str | None = field(default=None, metadata={"help": "endpoint URL: required for openai (e.g. http://localhost:8000/v1); for gemini, overrides the API host"})
+    api_version: str | None = field(default=None, metadata={"help": "Gemini API version to pin (default: the SDK's)"})
+    temperature: float | None = field(default=None, metadata={"help": "sampling temperature; default: the filter's"})
+    thinking_budget: int | None = field(default=None, metadata={"help": "thinking tokens (0 = off); default: the filter's"})
+    max_output_tokens: int | None = field(default=None, metadata={"help": "cap on answer tokens; default: the filter's"})
+    price_input: float | None = field(default=None, metadata={"help": "USD per 1M input tokens; default: the filter's"})
+    price_output: float | None = field(default=None, metadata={"help": "USD per 1M output tokens; default: the filter's"})
+    concurrency: int = field(default=8, metadata={"help": "requests in flight at once"})
+    rpm: int | None = field(default=None, metadata={"help": "requests per minute cap (none: unlimited)"})
+    tpm: int | None = field(default=None, metadata={"help": "tokens per minute cap, input + expected output (none: unlimited)"})
+    timeout_s: float = field(default=60.0, metadata={"help": "per-request timeout in seconds", "flag": "--timeout"})
+    max_attempts: int = field(default=5, metadata={"help": "attempts per article in one run before it is counted as failed"})
+    backoff_base_s: float = field(default=1.0, metadata={"help": "first retry waits about this long; doubles each retry", "flag": "--backoff-base"})
+    backoff_max_s: float = field(default=60.0, metadata={"help": "longest wait between retries", "flag": "--backoff-max"})
+    max_cost: float | None = field(default=None, metadata={"help": "stop cleanly before this run's spend could exceed this many USD"})
+    target_count: int | None = field(default=None, metadata={"help": "label until the output holds this many articles"})
+    random_sample: bool = field(default=False, metadata={"help": "pick articles at random (reproducible with --seed) instead of in file order"})
+    seed: int = field(default=0, metadata={"help": "seed for --random-sample"})
+    strict: bool = field(default=False, metadata={"help": "stop at the first bad input line instead of rejecting it"})
+    batch: bool = field(default=False, metadata={"help": "use the backend's batch API (Gemini: half price, results within 24 h)"})
+    batch_size: int = field(default=1000, metadata={"help": "requests per batch job"})
+    poll_s: float = field(default=30.0, metadata={"help": "seconds between batch status polls", "flag": "--poll"})
+    plan: bool = field(default=False, metadata={"help": "estimate tokens and cost (sync and batch) and exit; no calls, no key needed"})
+    expected_output_tokens: int = field(default=120, metadata={"help": "answer length assumed by --plan and the TPM limiter before real answers are journaled"})
+    progress: bool = field(default=True, metadata={"help": "show a progress bar"})
 
     def source_files(self) -> list[Path]:
         files: list[Path] = []
@@ -87,8 +84,8 @@ class LabelSettings:
 
     @property
     def backend(self) -> str:
-        """gemini or openai: what the --llm value runs on."""
-        return "gemini" if self.llm in SHORTHANDS else self.llm
+        """gemini or openai (a name in oracle.base.BACKENDS): what the --llm value runs on."""
+        return _backend_of(self.llm)
 
     def _oracle_model(self, spec: FilterSpec) -> tuple[str, float, float]:
         """The model and its sync prices from the filter, after an --llm shorthand."""
@@ -115,43 +112,50 @@ class LabelSettings:
         return (p_in if self.price_input is None else self.price_input,
                 p_out if self.price_output is None else self.price_output)
 
-    def validate(self) -> None:
-        problems = []
+    def problems(self) -> list[str]:
+        problems = self._source_problems()
+        if self.llm not in LLM_CHOICES:
+            problems.append(f"--llm {self.llm!r}: choose one of {', '.join(LLM_CHOICES)}")
+        elif self.batch and not backend_class(self.backend).supports_batch:
+            problems.append(self._no_batch_problem())
+        if self.llm == "openai" and not self.plan and not (self.base_url and self.model):
+            problems.append("--llm openai needs --base-url (e.g. http://localhost:8000/v1) and --model")
+        floor = MIN_THINKING_BUDGET.get(self.model or getattr(SHORTHANDS.get(self.llm), "model", ""), 0)
+        if self.thinking_budget is not None and self.thinking_budget < floor:
+            problems.append(f"--thinking-budget: this model cannot turn thinking off; give at least {floor}")
+        flags = {f.name: flag_of(f) for f in fields(self)}
+        for name in ("concurrency", "max_attempts", "batch_size"):
+            if getattr(self, name) < 1:
+                problems.append(f"{flags[name]}: must be at least 1")
+        for name in ("rpm", "tpm", "target_count"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                problems.append(f"{flags[name]}: must be at least 1 (leave it out for no limit)")
+        if self.timeout_s <= 0:
+            problems.append(f"{flags['timeout_s']}: must be positive")
+        if self.max_cost is not None and self.max_cost <= 0:
+            problems.append("--max-cost: must be a positive number of USD")
+        return problems
+
+    def _source_problems(self) -> list[str]:
         if not self.source:
-            problems.append("--source: give at least one article JSONL file or glob")
+            return ["--source: give at least one article JSONL file or glob"]
+        problems = []
         for pattern in self.source:
             if glob.has_magic(pattern) and not glob.glob(pattern):
                 problems.append(f"--source {pattern!r}: the glob matches no file")
             elif not glob.has_magic(pattern) and not Path(pattern).is_file():
                 problems.append(f"--source {pattern!r}: no such file")
-        if self.llm not in LLM_CHOICES:
-            problems.append(f"--llm {self.llm!r}: choose one of {', '.join(LLM_CHOICES)}")
-        if self.llm == "openai" and not self.plan and not (self.base_url and self.model):
-            problems.append("--llm openai needs --base-url (e.g. http://localhost:8000/v1) and --model")
-        if self.batch and self.backend != "gemini":
-            problems.append("--batch works with the Gemini backend only (--llm gemini, gemini-flash or gemini-pro)")
-        floor = MIN_THINKING_BUDGET.get(self.model or getattr(SHORTHANDS.get(self.llm), "model", ""), 0)
-        if self.thinking_budget is not None and self.thinking_budget < floor:
-            problems.append(f"--thinking-budget: this model cannot turn thinking off; give at least {floor}")
-        for name in ("concurrency", "max_attempts", "batch_size"):
-            if getattr(self, name) < 1:
-                problems.append(f"--{name.replace('_', '-')}: must be at least 1")
-        for name in ("rpm", "tpm", "target_count"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                problems.append(f"--{name.replace('_', '-')}: must be at least 1 (leave it out for no limit)")
-        if self.timeout_s <= 0:
-            problems.append("--timeout: must be positive")
-        if self.max_cost is not None and self.max_cost <= 0:
-            problems.append("--max-cost: must be a positive number of USD")
-        if problems:
-            raise ConfigError("bad settings:\n  - " + "\n  - ".join(problems))
+        return problems
 
-    def to_json(self) -> dict:
-        return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else
-                         str(v) if isinstance(v, Path) else v) for f in fields(self)}
+    def _no_batch_problem(self) -> str:
+        """--batch with a backend whose `supports_batch` is False (reads each backend's class)."""
+        with_batch = [llm for llm in LLM_CHOICES if backend_class(_backend_of(llm)).supports_batch]
+        return (f"--batch: the {self.backend} backend (--llm {self.llm}) has no batch API; drop --batch, "
+                f"or use a backend that has one (--llm {', '.join(with_batch)})")
 
 
-def help_of(name: str) -> str:
-    """The help text of a settings field, for the CLI."""
-    return LabelSettings.__dataclass_fields__[name].metadata["help"]
+def _backend_of(llm: str) -> str:
+    """The backend an --llm value runs on: a shorthand names a Gemini model family."""
+    return "gemini" if llm in SHORTHANDS else llm
+

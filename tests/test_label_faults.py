@@ -23,8 +23,8 @@ from test_label_resume import journal_label_keys, key_to_prompt_sha
 
 from distill.filter_spec import load_filter
 from distill.label import run as label_run
+from distill.label.calls import Pricing, make_request, worst_case_cost
 from distill.label.oracle.base import OracleReply
-from distill.label.runner import Pricing, make_job, worst_case_cost
 from distill.label.settings import LabelSettings
 from distill.records import parse_article
 
@@ -210,8 +210,8 @@ def worst_of(row: dict) -> float:
     spec = load_filter("sustainability/v1")
     settings = LabelSettings()
     config = settings.generation(spec)
-    job = make_job(spec, config, parse_article(row))
-    return worst_case_cost(Pricing(*settings.prices(spec)), config, job.prompt)
+    request = make_request(spec, config, parse_article(row))
+    return worst_case_cost(Pricing(*settings.prices(spec)), config, request.prompt)
 
 
 def test_small_cap_is_spent_to_well_over_half_and_never_crossed(tmp_path, capsys):

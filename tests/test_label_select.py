@@ -118,3 +118,28 @@ def test_bad_settings_are_reported_together(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2
     assert "missing.jsonl" in err and "--concurrency" in err and "--base-url" in err
+
+
+def test_the_library_validates_settings_before_touching_anything(tmp_path):
+    from distill.errors import ConfigError
+    from distill.label.run import run_labelling
+
+    spec = load_filter("sustainability/v1")
+    settings = LabelSettings(source=[str(tmp_path / "missing.jsonl")], output_dir=tmp_path / "out", concurrency=0)
+    for call in (lambda: run_labelling(spec, settings), lambda: make_plan(spec, settings)):
+        with pytest.raises(ConfigError, match=r"(?s)missing\.jsonl.*--concurrency: must be at least 1"):
+            call()
+    assert not (tmp_path / "out").exists()
+
+
+def test_batch_with_a_backend_that_has_no_batch_api_names_the_backend(tmp_path, capsys):
+    source = write_articles(tmp_path / "in.jsonl", 1)
+    out = tmp_path / "out"
+    for extra in ((), ("--plan",)):
+        code = run_cli(["--source", str(source), "--output-dir", str(out), "--llm", "openai", "--model", "m",
+                        "--base-url", "http://127.0.0.1:1/v1", "--batch", "--no-progress", *extra])
+        err = capsys.readouterr().err
+        assert code == 2
+        assert "--batch: the openai backend (--llm openai) has no batch API" in err
+        assert "--llm gemini, gemini-flash, gemini-pro" in err
+    assert not out.exists()

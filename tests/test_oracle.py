@@ -15,8 +15,8 @@ import pytest
 from fake_gemini import API_VERSION, FakeGemini
 
 from distill.errors import OracleError
-from distill.label.oracle.base import Oracle, OracleFailure, parse_answer
-from distill.label.oracle.gemini import GeminiOracle, api_key_from_env
+from distill.label.oracle.base import Oracle, OracleFailure, key_from_env, parse_answer
+from distill.label.oracle.gemini import GeminiOracle
 from distill.label.oracle.openai_compat import OpenAICompatOracle
 from distill.label.oracle.transport import transport_failure
 
@@ -93,9 +93,9 @@ def test_api_key_from_env(monkeypatch):
     monkeypatch.delenv("GEMINI_API_KEY", raising=False)
     monkeypatch.delenv("GOOGLE_API_KEY", raising=False)
     with pytest.raises(OracleError, match="GEMINI_API_KEY"):
-        api_key_from_env()
+        key_from_env(GeminiOracle)
     monkeypatch.setenv("GOOGLE_API_KEY", "g")
-    assert api_key_from_env() == "g"
+    assert key_from_env(GeminiOracle) == "g"
 
 
 def test_parse_answer_accepts_fenced_json_and_whole_floats():
@@ -257,3 +257,10 @@ def test_gemini_and_openai_backends_report_a_closed_port_as_connection():
 
 def test_an_error_nobody_knows_is_not_classified():
     assert transport_failure(ValueError("a bug, not the network"), 1.0) is None
+
+
+def test_a_backend_that_needs_no_key_runs_without_one(monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    assert not OpenAICompatOracle.needs_key and key_from_env(OpenAICompatOracle) is None
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-local")
+    assert key_from_env(OpenAICompatOracle) == "sk-local"

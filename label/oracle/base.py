@@ -6,13 +6,20 @@ retry could help and how long the server asked us to wait. Everything that
 decides *what* a valid answer is lives here, so every backend validates the
 same way: a missing or out-of-range dimension, truncated JSON, a blocked
 prompt or an empty answer is a failed attempt, never a label.
+
+The capability attributes are read where they matter: `needs_key` by
+`key_from_env` (a missing key is an error only for a backend that needs one),
+`supports_batch` by the settings check of `--batch`, `supports_schema` by the
+backend when it builds a request.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
+import os
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from distill.errors import OracleError
@@ -36,10 +43,10 @@ AUTH = "auth"
 class GenerationConfig:
     """Everything about a call that changes the answer; part of the journal key."""
 
-    model: str = field(metadata={"help": "oracle model id"})
-    temperature: float = field(default=0.0, metadata={"help": "sampling temperature"})
-    thinking_budget: int = field(default=0, metadata={"help": "thinking tokens (0: off)"})
-    max_output_tokens: int = field(default=1024, metadata={"help": "cap on answer tokens"})
+    model: str
+    temperature: float = 0.0
+    thinking_budget: int = 0  # 0: off
+    max_output_tokens: int = 1024
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -75,19 +82,75 @@ class OracleFailure(OracleError):
         self.output_tokens = output_tokens
 
 
+# Gemini Batch API job states (JOB_STATE_ / BATCH_STATE_ prefix dropped) after which a job no longer changes.
+DONE_STATES = {"SUCCEEDED", "FAILED", "CANCELLED", "EXPIRED", "PARTIALLY_SUCCEEDED"}
+
+
+@dataclass(frozen=True)
+class BatchStatus:
+    name: str
+    state: str  # SUCCEEDED, RUNNING, ...
+
+    @property
+    def done(self) -> bool:
+        return self.state in DONE_STATES
+
+
 @runtime_checkable
 class Oracle(Protocol):
     """A backend. `score` is the one method; the attributes say what it can do."""
 
-    name: str
+    name: str  # the --llm backend name
     endpoint: str  # where calls go, so a failure to reach it can say where
-    needs_key: bool
-    supports_schema: bool
-    supports_batch: bool
+    needs_key: bool  # a run without a key in `key_variables` stops before any call
+    key_variables: tuple[str, ...]  # environment variables the key is read from, first set wins
+    key_help: str  # where a key comes from, for the missing-key error
+    supports_schema: bool  # the request constrains the answer to `response_schema`
+    supports_batch: bool  # the backend is also a `BatchOracle`
 
     async def score(self, prompt: str) -> OracleReply: ...
 
     async def aclose(self) -> None: ...
+
+
+class BatchOracle(Oracle, Protocol):
+    """A backend with `supports_batch`: many prompts as one job, polled, then collected by key."""
+
+    async def submit_batch(self, requests: list[tuple[str, str]], display_name: str) -> str: ...
+
+    async def batch_status(self, name: str) -> BatchStatus: ...
+
+    async def batch_results(self, name: str) -> dict[str, OracleReply | OracleFailure]: ...
+
+
+# --llm backend name -> (module, class); a backend's module (and its SDK) is imported only when used.
+BACKENDS = {
+    "gemini": ("distill.label.oracle.gemini", "GeminiOracle"),
+    "openai": ("distill.label.oracle.openai_compat", "OpenAICompatOracle"),
+}
+
+
+def backend_class(name: str) -> type[Oracle]:
+    """The class of a backend named in BACKENDS, imported now."""
+    module, cls = BACKENDS[name]
+    return getattr(importlib.import_module(module), cls)
+
+
+def key_from_env(backend: type[Oracle] | Oracle) -> str | None:
+    """The backend's API key: the first of its `key_variables` that is set. None
+    where it has no key and `needs_key` is False; an OracleError saying how to
+    get one where it needs one."""
+    for name in backend.key_variables:
+        if os.environ.get(name):
+            return os.environ[name]
+    if not backend.needs_key:
+        return None
+    first, *others = backend.key_variables
+    also = f" (or {', '.join(others)})" if others else ""
+    raise OracleError(
+        f"no API key for the {backend.name} backend: set {first}{also} to a key from "
+        f"{backend.key_help}, or run with --plan to estimate without one"
+    )
 
 
 def response_schema(dimensions: list[str]) -> dict[str, Any]:

@@ -11,16 +11,13 @@ to stop on.
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Awaitable
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types
 
-from distill.errors import OracleError
 from distill.label.oracle.base import (
     AUTH,
     BAD_REQUEST,
@@ -29,6 +26,7 @@ from distill.label.oracle.base import (
     RATE_LIMITED,
     SERVER_ERROR,
     TRUNCATED,
+    BatchStatus,
     GenerationConfig,
     OracleFailure,
     OracleReply,
@@ -38,36 +36,16 @@ from distill.label.oracle.base import (
 )
 from distill.label.oracle.transport import TIMEOUT_GRACE_S, transport_failure
 
-KEY_VARIABLES = ("GEMINI_API_KEY", "GOOGLE_API_KEY")
 _BLOCKING_FINISH = {"SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY"}
-DONE_STATES = {"SUCCEEDED", "FAILED", "CANCELLED", "EXPIRED", "PARTIALLY_SUCCEEDED"}
 DEFAULT_ENDPOINT = "https://generativelanguage.googleapis.com"
 T = TypeVar("T")
-
-
-def api_key_from_env() -> str:
-    for name in KEY_VARIABLES:
-        if os.environ.get(name):
-            return os.environ[name]
-    raise OracleError(
-        "no Gemini API key: set GEMINI_API_KEY (or GOOGLE_API_KEY) to a key from "
-        "https://aistudio.google.com/apikey, or run with --plan to estimate without one"
-    )
-
-
-@dataclass(frozen=True)
-class BatchStatus:
-    name: str
-    state: str  # SUCCEEDED, RUNNING, ... (JOB_STATE_ / BATCH_STATE_ prefix dropped)
-
-    @property
-    def done(self) -> bool:
-        return self.state in DONE_STATES
 
 
 class GeminiOracle:
     name = "gemini"
     needs_key = True
+    key_variables = ("GEMINI_API_KEY", "GOOGLE_API_KEY")
+    key_help = "https://aistudio.google.com/apikey"
     supports_schema = True
     supports_batch = True
 
@@ -99,7 +77,7 @@ class GeminiOracle:
             temperature=cfg.temperature,
             max_output_tokens=cfg.max_output_tokens,
             response_mime_type="application/json",
-            response_schema=response_schema(self.dimensions),
+            response_schema=response_schema(self.dimensions) if self.supports_schema else None,
             thinking_config=thinking,
         )
 

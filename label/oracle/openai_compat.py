@@ -2,13 +2,13 @@
 
 The answer is requested as JSON through `response_format` (a JSON schema when
 `supports_schema`, else plain JSON mode) and validated locally either way.
-A key is optional (local servers need none); it is read from OPENAI_API_KEY.
+A key is optional (local servers need none): `needs_key` is False, and the run
+passes OPENAI_API_KEY when it is set.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 
 import httpx
 
@@ -34,6 +34,8 @@ KEY_VARIABLE = "OPENAI_API_KEY"
 class OpenAICompatOracle:
     name = "openai"
     needs_key = False
+    key_variables = (KEY_VARIABLE,)
+    key_help = "the endpoint's provider (local servers take none)"
     supports_schema = True
     supports_batch = False
 
@@ -52,7 +54,6 @@ class OpenAICompatOracle:
         self.timeout_s = timeout_s
         self.endpoint = base_url
         self.supports_schema = use_schema
-        api_key = api_key if api_key is not None else os.environ.get(KEY_VARIABLE)
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._client = httpx.AsyncClient(
             base_url=base_url.rstrip("/") + "/", headers=headers, timeout=timeout_s, transport=transport
