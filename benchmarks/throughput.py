@@ -97,7 +97,7 @@ def time_baseline(model_dir: Path, corpus: Path, max_tokens: int, threads: int) 
 
     torch.set_num_threads(threads)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir, use_safetensors=True).eval()
     texts = [article_text(obj.get("title") or "", obj.get("content") or obj.get("text") or "")
              for _, obj in iter_json_lines(corpus) if isinstance(obj, dict)]
     start = time.perf_counter()

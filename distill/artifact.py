@@ -7,7 +7,14 @@ calibration a student was trained with travel with its weights.
 
 from __future__ import annotations
 
+import errno
 import json
+import math
+import os
+import re
+import shutil
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,11 +22,16 @@ from typing import Any
 import numpy as np
 
 from distill import __version__
-from distill.errors import ModelArtifactError
+from distill.errors import ModelArtifactError, OutputError
 from distill.filter_spec import FilterSpec
 
 INFO_FILE = "distill.json"
 CALIBRATION_FILE = "calibration.json"
+# What to tell a user whose model folder no longer matches its weights.
+RESTORE = "restore the file from the training run (or retrain)"
+RECOPY = "copy it again from where it was made, or retrain"
+# Errors that mean "this place cannot be written" (read-only, full), not a bug.
+WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
 
 
 @dataclass
@@ -56,19 +68,133 @@ class StudentInfo:
 def write_info(folder: str | Path, info: StudentInfo) -> Path:
     path = Path(folder) / INFO_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(asdict(info), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    write_text_atomic(path, json.dumps(asdict(info), indent=2, sort_keys=True) + "\n")
     return path
 
 
 def read_info(folder: str | Path) -> StudentInfo:
+    """distill.json, checked: a scaler that does not fit the dimensions would score garbage."""
     path = Path(folder) / INFO_FILE
     if not path.is_file():
         raise ModelArtifactError(f"{folder}: no {INFO_FILE}; is this a distill model folder?")
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
-        return StudentInfo(**raw)
-    except (json.JSONDecodeError, TypeError) as exc:
-        raise ModelArtifactError(f"{path}: unreadable ({exc})") from None
+        info = StudentInfo(**raw)
+    except (json.JSONDecodeError, UnicodeDecodeError, TypeError) as exc:
+        raise ModelArtifactError(f"{path}: unreadable ({exc}); {RESTORE}") from None
+    problems = info_problems(info)
+    if problems:
+        raise ModelArtifactError(f"{path}: {'; '.join(problems)}; {RESTORE}")
+    return info
+
+
+def info_problems(info: StudentInfo) -> list[str]:
+    """Every inconsistency in a StudentInfo, each naming the field."""
+    dims = info.dimensions
+    if not isinstance(dims, list) or not dims or not all(isinstance(d, str) for d in dims):
+        return ["dimensions must be a non-empty list of names"]
+    problems = [] if len(set(dims)) == len(dims) else ["dimensions holds a name twice"]
+    for name in ("target_mean", "target_std"):
+        problems += _scaler_problems(name, getattr(info, name), dims)
+    if not isinstance(info.max_tokens, int) or info.max_tokens < 1:
+        problems.append(f"max_tokens must be a whole number >= 1 (got {info.max_tokens!r})")
+    if not isinstance(info.head_share, int | float) or not 0.0 <= info.head_share <= 1.0:
+        problems.append(f"head_share must be between 0 and 1 (got {info.head_share!r})")
+    return problems
+
+
+def _scaler_problems(name: str, values: Any, dims: list[str]) -> list[str]:
+    if not isinstance(values, list) or len(values) != len(dims):
+        count = len(values) if isinstance(values, list) else "no list of"
+        return [f"{name} has {count} values for {len(dims)} dimensions"]
+    problems = []
+    for value, dim in zip(values, dims, strict=True):
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if not number or not math.isfinite(value) or (name == "target_std" and value <= 0):
+            rule = "a finite number > 0" if name == "target_std" else "a finite number"
+            problems.append(f"{name} for {dim} is {value!r}; it must be {rule}")
+    return problems
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_bytes_atomic(path: str | Path, data: bytes) -> None:
+    """Write beside the target, then rename over it: a reader sees the old file or the
+    new one, never half of one, and a failed write (full disk) leaves the old one."""
+
+    def fill(temp: Path) -> None:
+        with open(temp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    _replace(Path(path), fill)
+
+
+def copy_file_atomic(source: str | Path, target: str | Path) -> None:
+    """As write_bytes_atomic, without holding the file in memory (a full fine-tune's
+    weights can be many GB)."""
+    _replace(Path(target), lambda temp: shutil.copyfile(source, temp))
+
+
+def _replace(target: Path, fill: Callable[[Path], Any]) -> None:
+    temp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    try:
+        fill(temp)
+        os.replace(temp, target)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+
+
+def write_failure(exc: BaseException) -> OSError | None:
+    """The OSError behind a failed write into a read-only folder or onto a full disk.
+
+    safetensors and tokenizers (Rust) report it only as text ending in
+    "(os error 28)"; anything else is not a write failure and gives None.
+    """
+    if isinstance(exc, OSError):
+        return exc if exc.errno in WRITE_ERRNOS else None
+    found = re.search(r"\(os error (\d+)\)", str(exc))
+    if found and int(found.group(1)) in WRITE_ERRNOS:
+        code = int(found.group(1))
+        path = re.search(r'at path "([^"]+)"', str(exc))
+        return OSError(code, os.strerror(code), path.group(1) if path else None)
+    return None
+
+
+@contextmanager
+def writing(target: str | Path, doing: str, then: str = "", name_target: bool = False) -> Iterator[None]:
+    """Turn a failed write under `target` (read-only, disk full) into one OutputError line
+    naming the file (or `target`, with `name_target`) and the fix; `then` adds what the
+    rerun needs. Other errors pass."""
+    from distill.records import output_error
+
+    try:
+        yield
+    except Exception as exc:
+        cause = write_failure(exc)
+        if cause is None:
+            raise
+        error = output_error(target if name_target else cause.filename or target, cause, doing)
+        raise OutputError(f"{error}{then}") from exc
+
+
+def weight_shapes(path: str | Path, fix: str = RECOPY) -> dict[str, list[int]]:
+    """Tensor name -> shape from a safetensors file's header, which safetensors checks
+    against the file's size: a truncated or garbage file fails here, before any load."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return {key: list(handle.get_slice(key).get_shape()) for key in handle.keys()}
+    except SafetensorError as exc:
+        detail = str(exc).removeprefix("Error while deserializing header: ")
+        raise ModelArtifactError(
+            f"{path}: not a readable safetensors file ({detail}); it is truncated or corrupt: {fix}"
+        ) from None
 
 
 class TargetScaler:
@@ -114,7 +240,7 @@ class Calibration:
     def save(self, folder: str | Path) -> Path:
         path = Path(folder) / CALIBRATION_FILE
         data = {"dimensions": {k: {"x": list(x), "y": list(y)} for k, (x, y) in self.knots.items()}}
-        path.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+        write_text_atomic(path, json.dumps(data, indent=1) + "\n")
         return path
 
     @classmethod
@@ -122,5 +248,11 @@ class Calibration:
         path = Path(folder) / CALIBRATION_FILE
         if not path.is_file():
             return None
-        raw = json.loads(path.read_text(encoding="utf-8"))
-        return cls({k: (v["x"], v["y"]) for k, v in raw["dimensions"].items()})
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+            return cls({k: (list(v["x"]), list(v["y"])) for k, v in raw["dimensions"].items()})
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError) as exc:
+            raise ModelArtifactError(
+                f"{path}: not a calibration file ({type(exc).__name__}: {exc}); "
+                "refit it with distill-evaluate --calibrate, or delete it"
+            ) from None

@@ -15,11 +15,14 @@ exporting and scoring then use it wherever the folder goes.
 
 from __future__ import annotations
 
+import io
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
+from distill.artifact import write_bytes_atomic
 from distill.errors import ModelArtifactError
 
 ENSEMBLE_FILE = "ensemble.npz"
@@ -77,8 +80,10 @@ class TokenRidge:
         terms = sorted(vocabulary, key=vocabulary.get)
         pairs = np.array([_id_pair(t) for t in terms], dtype=np.int32).reshape(-1, 2)
         path = Path(folder) / ENSEMBLE_FILE
-        np.savez_compressed(path, features=pairs, idf=self.vectorizer.idf_.astype(np.float32), coef=self.coef,
+        buffer = io.BytesIO()  # written whole, then renamed in: a full disk keeps the old file
+        np.savez_compressed(buffer, features=pairs, idf=self.vectorizer.idf_.astype(np.float32), coef=self.coef,
                             intercept=self.intercept, student_weight=np.float64(self.student_weight))
+        write_bytes_atomic(path, buffer.getvalue())
         return path
 
     @classmethod
@@ -92,8 +97,10 @@ class TokenRidge:
         try:
             with np.load(path, allow_pickle=False) as data:
                 arrays = {k: data[k] for k in ("features", "idf", "coef", "intercept", "student_weight")}
-        except (OSError, ValueError, KeyError) as exc:
-            raise ModelArtifactError(f"{path}: not a distill ensemble file ({exc})") from None
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+            raise ModelArtifactError(
+                f"{path}: not a distill ensemble file ({exc}); refit it with distill-evaluate --ensemble, or delete it"
+            ) from None
         terms = [str(a) if b < 0 else f"{a}_{b}" for a, b in arrays["features"].tolist()]
         if not (len(terms) == len(arrays["idf"]) == arrays["coef"].shape[1]):
             raise ModelArtifactError(f"{path}: features, idf and coef disagree in length")

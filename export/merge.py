@@ -51,8 +51,12 @@ def load_merged(model_dir: str | Path, base_model: str | None = None) -> Student
     # our own checks say what matters in one line.
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
+    from distill.train.model import check_saved_weights
+
     model_dir = Path(model_dir)
     info = read_info(model_dir)
+    # Truncated files and a distill.json that does not fit the weights stop here, in one line.
+    check_saved_weights(model_dir, info)
     tokenizer = _load_tokenizer(model_dir, info)
     if info.weights_format == "peft-lora":
         model, checks = _load_adapter(model_dir, info, tokenizer, base_model)
@@ -106,15 +110,18 @@ def _from_pretrained(source: str | Path, **kwargs: Any) -> Any:
     import torch
     from transformers import AutoModelForSequenceClassification
 
+    # use_safetensors: without it transformers falls back to a pickled pytorch_model.bin.
     return AutoModelForSequenceClassification.from_pretrained(
-        source, dtype=torch.float32, attn_implementation="eager", **kwargs
+        source, dtype=torch.float32, attn_implementation="eager", use_safetensors=True, **kwargs
     )
 
 
 def _load_full(model_dir: Path, info: StudentInfo) -> tuple[Any, dict[str, Any]]:
+    from safetensors import SafetensorError
+
     try:
         model, loading = _from_pretrained(model_dir, output_loading_info=True)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, SafetensorError) as exc:
         raise ModelArtifactError(f"{model_dir}: model weights cannot be loaded ({_first_line(exc)})") from None
     head = head_param_names(model)
     missing = sorted(set(loading.get("missing_keys", [])) & set(head))
@@ -131,6 +138,7 @@ def _load_adapter(
 ) -> tuple[Any, dict[str, Any]]:
     import torch
     from peft import PeftModel
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     if not (model_dir / ADAPTER_WEIGHTS).is_file() or not (model_dir / ADAPTER_CONFIG).is_file():
@@ -144,9 +152,9 @@ def _load_adapter(
             base_id, num_labels=len(info.dimensions), problem_type="regression",
             pad_token_id=tokenizer.pad_token_id, ignore_mismatched_sizes=True,
         )
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, SafetensorError) as exc:
         raise ModelArtifactError(
-            f"adapter base model {base_id!r} cannot be found ({_first_line(exc)}); "
+            f"adapter base model {base_id!r} cannot be found or loaded ({_first_line(exc)}); "
             "pass --base-model PATH_OR_HUB_ID"
         ) from None
     saved = load_file(str(model_dir / ADAPTER_WEIGHTS))
@@ -157,6 +165,7 @@ def _load_adapter(
             f"{model_dir}: the adapter holds no trained regression head ({', '.join(absent)} not in "
             f"{ADAPTER_WEIGHTS}); train with modules_to_save=[head] or task_type SEQ_CLS"
         )
+    # peft has no use_safetensors flag; it reads adapter_model.safetensors, checked above.
     peft_model = PeftModel.from_pretrained(base, model_dir).eval()
     probe = encode(tokenizer, sample_texts()[:4], info.max_tokens, info.head_share, "right")
     with torch.no_grad():

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from distill.artifact import writing
 from distill.export import bench, report, tensorrt
 from distill.export.encode import Labelled, encode, read_labelled, sample_texts, spread_by_length
 from distill.export.merge import Student, load_merged, save_merged
@@ -46,14 +47,18 @@ def run_export(settings: ExportSettings, echo: Echo = print) -> dict[str, Any]:
     echo(f"loaded {settings.model_dir} ({student.info.weights_format}, {student.info.architecture})")
     data = _validation(settings, student)
     staging = settings.output.parent / f".{settings.output.name}.staging-{os.getpid()}"
-    staging.mkdir(parents=True)
-    try:
-        result = _build(settings, student, data, staging, echo)
-        report.write(staging, result)
-        _publish(staging, settings.output)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    # A read-only folder or a full disk is one line; the staging folder goes, an
+    # existing export stays as it was, and the same command reruns the export.
+    with writing(settings.output, "write the export", then=" (an earlier export there is kept as it was)",
+                 name_target=True):
+        staging.mkdir(parents=True)
+        try:
+            result = _build(settings, student, data, staging, echo)
+            report.write(staging, result)
+            _publish(staging, settings.output)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
     return result
 
 
@@ -169,6 +174,11 @@ def _publish(staging: Path, target: Path) -> None:
     if target.exists():
         old = target.parent / f".{target.name}.old-{os.getpid()}"
         target.rename(old)
-    staging.rename(target)
+    try:
+        staging.rename(target)
+    except OSError:
+        if old is not None:  # put the old export back rather than leave none
+            old.rename(target)
+        raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)

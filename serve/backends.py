@@ -238,10 +238,16 @@ class OnnxBackend:
         providers = ["CPUExecutionProvider"]
         if choice.device == "cuda":
             providers.insert(0, "CUDAExecutionProvider")
-        self.session = ort.InferenceSession(str(path), options, providers=providers)
+        self.session = _onnx_session(path, options, providers)
         names = {i.name for i in self.session.get_inputs()}
         if not {"input_ids", "attention_mask"} <= names:
             raise ModelArtifactError(f"{path}: inputs {sorted(names)}; expected input_ids and attention_mask")
+        width = self.session.get_outputs()[0].shape[-1]
+        if isinstance(width, int) and width != len(info.dimensions):
+            raise ModelArtifactError(
+                f"{path}: the model has {width} outputs but {path.parent / 'distill.json'} lists "
+                f"{len(info.dimensions)} dimensions; the two do not belong together: re-export the model"
+            )
         self.pad_id = pad_id
         self.limits = limits
         self.dimensions = len(info.dimensions)
@@ -256,3 +262,19 @@ class OnnxBackend:
                 f"{self.path}: output shape {out.shape}; expected ({len(sequences)}, {self.dimensions})"
             )
         return out.astype(np.float32, copy=False)
+
+
+def _onnx_session(path: Path, options: Any, providers: list[str]) -> Any:
+    """An ONNX Runtime session; a file that is not a usable ONNX model is one line naming it."""
+    import onnxruntime as ort
+    from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
+
+    try:
+        return ort.InferenceSession(str(path), options, providers=providers)
+    except (ort_errors.InvalidProtobuf, ort_errors.InvalidGraph, ort_errors.Fail, ort_errors.NoSuchFile) as exc:
+        # ORT says "[ONNXRuntimeError] : 7 : INVALID_PROTOBUF : Load model from PATH failed:WHY"
+        detail = str(exc).strip().rpartition("failed:")[2].strip() or type(exc).__name__
+        raise ModelArtifactError(
+            f"{path}: not a usable ONNX model ({detail}); it is corrupt or truncated: "
+            "export it again with distill-export --onnx"
+        ) from None

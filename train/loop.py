@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -13,8 +14,14 @@ from typing import Any
 
 import numpy as np
 
-from distill.artifact import StudentInfo, TargetScaler
-from distill.errors import ConfigError
+from distill.artifact import (
+    StudentInfo,
+    TargetScaler,
+    copy_file_atomic,
+    write_text_atomic,
+    writing,
+)
+from distill.errors import CheckpointError, ConfigError
 from distill.filter_spec import FilterSpec, load_filter
 from distill.train import checkpoint as ckpt
 from distill.train.data import Split, length_grouped_batches, read_split, tier_balance_weights
@@ -177,15 +184,13 @@ def train(settings: TrainSettings, echo: Echo = print) -> Path:
     spec = load_filter(settings.filter)
     out = settings.resolved_output_dir(spec.name)
     last, best = out / "checkpoint-last", out / "checkpoint-best"
+    if main_process:
+        prepare_output(out, last, best)
+    if accelerator is not None:
+        accelerator.wait_for_everyone()  # the others read checkpoint-last only once it is tidied
     saved_state = None
     if settings.resume:
-        if not (last / ckpt.STATE_FILE).is_file():
-            raise ConfigError(f"--resume: no checkpoint in {last}; start without --resume")
-        saved_state = json.loads((last / ckpt.STATE_FILE).read_text(encoding="utf-8"))
-        merged, notes = ckpt.reconcile_settings(saved_state["settings"], settings.to_json())
-        for note in notes:
-            echo(f"  resume: {note}")
-        settings = TrainSettings(**{**merged, "data_dir": Path(merged["data_dir"]), "output_dir": out})
+        settings, saved_state = resume_settings(settings, last, echo)
     if settings.num_threads:
         torch.set_num_threads(settings.num_threads)
     torch.manual_seed(settings.seed)
@@ -201,6 +206,7 @@ def train(settings: TrainSettings, echo: Echo = print) -> Path:
     progress = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "history": [], "best_mae": None,
                 "stale_epochs": 0, "train_seconds": 0.0}
     if saved_state is not None:
+        ckpt.check_position(last, saved_state, steps_per_epoch, settings.epochs)
         progress.update({k: v for k, v in ckpt.load_training_state(last, model, optimizer).items() if k in progress})
         echo(f"Resuming at epoch {progress['epoch'] + 1}, step {progress['global_step']}")
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -223,10 +229,15 @@ def train(settings: TrainSettings, echo: Echo = print) -> Path:
                                        "train_examples": len(lengths), "val_examples": len(data.val_ids)},
         )
 
-    def save_last(metrics: dict[str, Any]) -> None:
+    def write_checkpoint(folder: Path, metrics: dict[str, Any]) -> None:
+        save_student(core, tokenizer, make_info(metrics), folder)
+        ckpt.save_training_state(folder, core, optimizer, {**progress, "settings": settings.to_json()})
+
+    def save_last(metrics: dict[str, Any], also_best: bool = False) -> None:
+        """checkpoint-last (and checkpoint-best) swapped in whole; a failed save keeps the old ones."""
         if main_process:
-            save_student(core, tokenizer, make_info(metrics), last)
-            ckpt.save_training_state(last, core, optimizer, {**progress, "settings": settings.to_json()})
+            with writing(out, "save a checkpoint", then=resume_hint(last)):
+                save_checkpoint(last, best if also_best else None, lambda folder: write_checkpoint(folder, metrics))
         if accelerator is not None:
             accelerator.wait_for_everyone()
 
@@ -272,26 +283,77 @@ def train(settings: TrainSettings, echo: Echo = print) -> Path:
                         stale_epochs=0 if improved else progress["stale_epochs"] + 1)
         echo(f"Epoch {epoch + 1}: loss={running:.4f} val_loss={metrics['val_loss']:.4f} "
              f"val_mae={metrics['val_mae']:.4f}")
-        save_last(metrics)
+        save_last(metrics, also_best=improved)
         echo(f"  saved checkpoint {last}")
-        if improved and main_process:
-            ckpt.replace_folder(last, best)
+        if improved:
             echo(f"  new best val MAE {metrics['val_mae']:.4f}: saved {best}")
         if settings.patience and progress["stale_epochs"] >= settings.patience:
             echo(f"Early stop: no better val MAE for {settings.patience} epoch(s)")
             break
     if accelerator is not None:
         accelerator.wait_for_everyone()
-    return finish(out, best, progress, echo) if main_process else out
+    if not main_process:
+        return out
+    with writing(out, "write the model folder", then=resume_hint(last)):
+        return finish(out, best, progress, echo)
+
+
+def prepare_output(out: Path, last: Path, best: Path) -> None:
+    """Tidy what an interrupted save left, and fail now, not after an epoch, if `out` is read-only."""
+    with writing(out, "write into the model folder", name_target=True):
+        out.mkdir(parents=True, exist_ok=True)
+        for folder in (last, best):
+            ckpt.recover(folder)
+        ckpt.staging_for(last).rmdir()
+
+
+def resume_settings(settings: TrainSettings, last: Path, echo: Echo) -> tuple[TrainSettings, dict[str, Any]]:
+    """The settings to resume with (the checkpoint's win where they shape the run) and its state."""
+    if not last.is_dir():
+        raise ConfigError(f"--resume: no checkpoint in {last}; start without --resume")
+    state = ckpt.read_state(last)
+    merged, notes = ckpt.reconcile_settings(state["settings"], settings.to_json())
+    for note in notes:
+        echo(f"  resume: {note}")
+    try:
+        resumed = TrainSettings(**{**merged, "data_dir": Path(merged["data_dir"]), "output_dir": last.parent})
+        resumed.validate()
+    except TypeError as exc:  # a value of the wrong type in the saved settings
+        raise CheckpointError(f"--resume: {last / ckpt.STATE_FILE}: bad settings ({exc}); {ckpt.START_OVER}") from None
+    return resumed, state
+
+
+def resume_hint(last: Path) -> str:
+    """What the rerun after a failed write needs: --resume, when a checkpoint is there."""
+    if (last / ckpt.STATE_FILE).is_file():
+        return f" (add --resume: {last} is intact)"
+    return ""
+
+
+def save_checkpoint(last: Path, best: Path | None, write: Callable[[Path], Any]) -> None:
+    """Write a checkpoint aside and swap it in: best first, so a failure between the two
+    swaps leaves last one step behind best, and the resumed run redoes that step."""
+    staging = ckpt.staging_for(last)
+    best_staging = ckpt.staging_for(best) if best else None
+    try:
+        write(staging)
+        if best is not None:
+            ckpt.copy_folder(staging, best_staging)
+            ckpt.swap_in(best_staging, best)
+        ckpt.swap_in(staging, last)
+    finally:  # a failed save frees its space at once
+        for folder in (staging, best_staging):
+            if folder is not None and folder.exists():
+                shutil.rmtree(folder, ignore_errors=True)
 
 
 def finish(out: Path, best: Path, progress: dict[str, Any], echo: Echo) -> Path:
-    """The best checkpoint's model files become the model folder; the head is checked."""
-    keep = {"trainable.safetensors", "optimizer.safetensors", ckpt.STATE_FILE}
+    """The best checkpoint's model files become the model folder; the head is checked.
+    Each file is replaced atomically, so a failure leaves every file whole."""
     for item in best.iterdir():
-        if item.is_file() and item.name not in keep:
-            (out / item.name).write_bytes(item.read_bytes())
-    (out / "history.json").write_text(json.dumps(progress["history"], indent=1) + "\n", encoding="utf-8")
+        if item.is_file() and item.name not in ckpt.RESUME_FILES:
+            copy_file_atomic(item, out / item.name)
+    write_text_atomic(out / "history.json", json.dumps(progress["history"], indent=1) + "\n")
     verify_head(out)
     echo(f"Model saved to {out} (best val MAE {progress['best_mae']:.4f}; head verified after reload)")
     return out

