@@ -46,7 +46,7 @@ class EvaluateSettings:
 def evaluate(settings: EvaluateSettings, echo: Echo = print) -> dict[str, Any]:
     import torch
 
-    from distill.artifact import Calibration, TargetScaler
+    from distill.artifact import Calibration, TargetScaler, write_text_atomic, writing
     from distill.ensemble import TokenRidge
     from distill.evaluate import plots
     from distill.evaluate.baselines import MeanPredictor, TfidfRidge
@@ -81,11 +81,13 @@ def evaluate(settings: EvaluateSettings, echo: Echo = print) -> dict[str, Any]:
     ensemble = TokenRidge.load(model_dir)
     if settings.ensemble:
         ensemble = fit_ensemble(settings, raw["val"], token_ids, data, scaler)
-        echo(f"Saved ensemble (student weight {ensemble.student_weight:.2f}, chosen on val) to {ensemble.save(model_dir)}")
+        with writing(model_dir, "save ensemble.npz"):
+            echo(f"Saved ensemble (student weight {ensemble.student_weight:.2f}, chosen on val) to {ensemble.save(model_dir)}")
     student = {s: scaler.to_scores(ensemble.blend(raw[s], token_ids[s]) if ensemble else raw[s]) for s in raw}
     if settings.calibrate:
         calibration = fit_calibration(student["val"], data["val"].targets, dims, settings.calibration_method)
-        echo(f"Saved {settings.calibration_method} calibration (fitted on val) to {calibration.save(model_dir)}")
+        with writing(model_dir, "save calibration.json"):
+            echo(f"Saved {settings.calibration_method} calibration (fitted on val) to {calibration.save(model_dir)}")
     shipped = Calibration.load(model_dir)
 
     tfidf = TfidfRidge().fit(data["train"].texts, data["train"].targets, data["val"].texts, data["val"].targets)
@@ -105,12 +107,14 @@ def evaluate(settings: EvaluateSettings, echo: Echo = print) -> dict[str, Any]:
     headline = evaluate_predictions(spec, headline_pred, true)
 
     out = Path(settings.output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    figures = {
-        "scatter": plots.predicted_vs_oracle(headline_pred, true, dims, out.with_name(out.stem + "_scatter.png")),
-        "confusion": plots.confusion_matrix(headline["tiers"]["confusion"]["labels"], headline["tiers"]["confusion"]["matrix"],
-                                            out.with_name(out.stem + "_confusion.png")),
-    }
+    with writing(out.parent, "write the evaluation report"):
+        out.parent.mkdir(parents=True, exist_ok=True)
+        figures = {
+            "scatter": plots.predicted_vs_oracle(headline_pred, true, dims, out.with_name(out.stem + "_scatter.png")),
+            "confusion": plots.confusion_matrix(headline["tiers"]["confusion"]["labels"],
+                                                headline["tiers"]["confusion"]["matrix"],
+                                                out.with_name(out.stem + "_confusion.png")),
+        }
     metrics = {
         "model": str(model_dir), "artifact": info.artifact_id, "filter": spec.id,
         "post_processing": "calibration.json" if shipped else "raw",
@@ -121,8 +125,9 @@ def evaluate(settings: EvaluateSettings, echo: Echo = print) -> dict[str, Any]:
         "training": info.training, "settings": {k: str(v) for k, v in asdict(settings).items()},
     }
     metrics_path = out.with_name("metrics.json")
-    metrics_path.write_text(json.dumps(metrics, indent=1, default=float) + "\n", encoding="utf-8")
-    write_report(out, spec, metrics, figures)
+    with writing(out.parent, "write the evaluation report"):
+        write_text_atomic(metrics_path, json.dumps(metrics, indent=1, default=float) + "\n")
+        write_report(out, spec, metrics, figures)
     passed = all(c["passed"] for c in metrics["criteria"])
     echo(f"Test MAE {headline['mae']:.3f} (TF-IDF+ridge {results['tfidf_ridge']['raw']['mae']:.3f}, "
          f"mean {results['mean']['raw']['mae']:.3f}); tier accuracy {headline['tiers']['accuracy']:.1%}; "
