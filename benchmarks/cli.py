@@ -9,7 +9,6 @@ and torch is imported only once a subcommand runs.
 from __future__ import annotations
 
 import os
-from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import Any
 
@@ -20,20 +19,7 @@ from distill.benchmarks.corpus import CorpusSettings
 from distill.benchmarks.gpu_shapes import GpuShapesSettings
 from distill.benchmarks.quality import QualitySettings
 from distill.cli import run_main
-
-
-def _field(cls: type, name: str) -> Any:
-    return next(f for f in fields(cls) if f.name == name)
-
-
-def setting(cls: type, flag: str, name: str, **kwargs: Any) -> Any:
-    """A click option whose help and default come from the settings dataclass."""
-    item = _field(cls, name)
-    if "default" not in kwargs and not kwargs.get("required"):
-        default = item.default if item.default is not MISSING else None
-        kwargs["default"] = ",".join(default) if isinstance(default, tuple) else default
-    kwargs.setdefault("show_default", True)
-    return click.option(flag, name, help=item.metadata["help"], **kwargs)
+from distill.settings import options_from
 
 
 def output_options(func: Any) -> Any:
@@ -65,17 +51,7 @@ def command() -> None:
 @command.command("corpus")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="JSONL file to write (.jsonl or .jsonl.gz); replaced if it exists")
-@setting(CorpusSettings, "--count", "count", type=int)
-@setting(CorpusSettings, "--source", "source", type=click.Path(dir_okay=False, path_type=Path))
-@setting(CorpusSettings, "--seed", "seed", type=int)
-@setting(CorpusSettings, "--id-prefix", "id_prefix")
-@setting(CorpusSettings, "--perturb", "perturb", type=float)
-@setting(CorpusSettings, "--short-share", "short_share", type=float)
-@setting(CorpusSettings, "--short-median-words", "short_median_words", type=int)
-@setting(CorpusSettings, "--median-words", "median_words", type=int)
-@setting(CorpusSettings, "--sigma", "sigma", type=float)
-@setting(CorpusSettings, "--min-words", "min_words", type=int)
-@setting(CorpusSettings, "--max-words", "max_words", type=int)
+@options_from(CorpusSettings)
 @output_options
 def corpus_command(output: Path, output_dir: Path, tag: str, **values: Any) -> None:
     """Write an N-article JSONL corpus with a realistic length mix for scale runs.
@@ -90,41 +66,21 @@ def corpus_command(output: Path, output_dir: Path, tag: str, **values: Any) -> N
     kind = f"sampled from {settings.source}" if settings.source else "generated"
     finish(BenchResult(
         name="corpus", title=f"corpus {output} ({kind})", columns=list(stats.summary_rows()[0]),
-        rows=stats.summary_rows(), settings={"output": str(output), **_plain(settings)},
+        rows=stats.summary_rows(), settings={"output": str(output), **settings.to_json()},
     ), output_dir, tag)
 
 
 @command.command("gpu-shapes")
-@setting(GpuShapesSettings, "--sizes", "sizes")
-@setting(GpuShapesSettings, "--tiny", "tiny", is_flag=True)
-@setting(GpuShapesSettings, "--device", "device", type=click.Choice(["auto", "cuda", "cpu"]))
-@setting(GpuShapesSettings, "--articles", "articles", type=int)
-@setting(GpuShapesSettings, "--max-tokens", "max_tokens", type=int)
-@setting(GpuShapesSettings, "--token-budget", "token_budget", type=int)
-@setting(GpuShapesSettings, "--max-batch", "max_batch", type=int)
-@setting(GpuShapesSettings, "--baseline-batch", "baseline_batch", type=int)
-@setting(GpuShapesSettings, "--train-batch", "train_batch", type=int)
-@setting(GpuShapesSettings, "--train-tokens", "train_tokens", type=int)
-@setting(GpuShapesSettings, "--train-steps", "train_steps", type=int)
-@setting(GpuShapesSettings, "--warmup-steps", "warmup_steps", type=int)
-@setting(GpuShapesSettings, "--lora-rank", "lora_rank", type=int)
-@setting(GpuShapesSettings, "--cap-gib", "cap_gib", type=float)
-@setting(GpuShapesSettings, "--capped-token-budget", "capped_token_budget", type=int)
-@setting(GpuShapesSettings, "--peak-size", "peak_size", type=int)
-@setting(GpuShapesSettings, "--seed", "seed", type=int)
-@setting(GpuShapesSettings, "--source", "source", type=click.Path(dir_okay=False, path_type=Path))
-@setting(GpuShapesSettings, "--tokenizer", "tokenizer", type=click.Path(file_okay=False, path_type=Path))
+@options_from(GpuShapesSettings)
 @output_options
-def gpu_shapes_command(output_dir: Path, tag: str, sizes: str, **values: Any) -> None:
+def gpu_shapes_command(output_dir: Path, tag: str, **values: Any) -> None:
     """Random-weight Qwen2.5 0.5B/1.5B/7B: scoring ms/article against a plain
     transformers loop, LoRA training tokens/s and peak memory, and what fits
     under a 16 GiB cap. Needs CUDA; without it, says so and exits 0.
     """
     from distill.benchmarks.gpu_shapes import run_gpu_shapes
 
-    settings = GpuShapesSettings(sizes=tuple(s.strip() for s in sizes.split(",") if s.strip()), **values)
-    settings.validate()
-    result = run_gpu_shapes(settings, name=result_name("gpu-shapes", tag),
+    result = run_gpu_shapes(GpuShapesSettings(**values), name=result_name("gpu-shapes", tag),
                             after_size=lambda partial: write_result(partial, output_dir))
     if result is None:
         click.echo(_no_cuda_message())
@@ -144,13 +100,7 @@ def _no_cuda_message() -> str:
 
 
 @command.command("quality")
-@setting(QualitySettings, "--model", "model", type=click.Path(file_okay=False, path_type=Path), required=True)
-@setting(QualitySettings, "--data", "data", type=click.Path(path_type=Path), required=True)
-@setting(QualitySettings, "--filter", "filter")
-@setting(QualitySettings, "--split", "split", type=click.Choice(["test", "val"]))
-@setting(QualitySettings, "--seed", "seed", type=int)
-@setting(QualitySettings, "--limit", "limit", type=int)
-@setting(QualitySettings, "--batch-size", "batch_size", type=int)
+@options_from(QualitySettings)
 @output_options
 def quality_command(output_dir: Path, tag: str, **values: Any) -> None:
     """Student against the oracle on held-out labels, beside a mean predictor and
@@ -200,10 +150,6 @@ def throughput_result(raw: dict[str, Any]) -> BenchResult:
         columns=list(rows[0]), rows=rows, notes=notes,
         settings={k: v for k, v in raw.items() if k not in ("results", "machine")},
     )
-
-
-def _plain(settings: Any) -> dict[str, Any]:
-    return {f.name: (str(v) if isinstance(v := getattr(settings, f.name), Path) else v) for f in fields(settings)}
 
 
 main = run_main(command)

@@ -15,11 +15,12 @@ import platform
 import shlex
 import subprocess
 import sys
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from distill.tables import markdown_table
 
 DEFAULT_OUTPUT_DIR = Path("benchmarks/results")
 LIBRARIES = ("torch", "transformers", "peft", "onnxruntime", "tokenizers", "numpy", "scikit-learn")
@@ -36,6 +37,10 @@ class BenchResult:
     settings: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     machine: dict[str, Any] = field(default_factory=dict)
+
+    def cells(self) -> list[list[str]]:
+        """The rows as the tables show them: one formatted cell per column."""
+        return [[format_cell(row.get(c)) for c in self.columns] for row in self.rows]
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -61,6 +66,7 @@ def command_line() -> str:
     """How this run was asked for: the click command path and every flag not at
     its default (sys.argv when no click command is running)."""
     import click
+    from click.core import ParameterSource
 
     ctx = click.get_current_context(silent=True)
     if ctx is None:
@@ -69,13 +75,17 @@ def command_line() -> str:
     parts = [ctx.command_path]
     for param in ctx.command.params:
         value = ctx.params.get(param.name)
-        if not isinstance(param, click.Option) or value == param.default or value is None:
+        if (not isinstance(param, click.Option) or value is None or value == param.default
+                or ctx.get_parameter_source(param.name) is ParameterSource.DEFAULT):
             continue
         flag = max(param.opts, key=len)
         if param.is_flag:
             parts.append(flag if value else (param.secondary_opts or [flag])[0])
-        else:
-            parts += [flag, shlex.quote(",".join(value) if isinstance(value, tuple) else str(value))]
+        elif param.multiple:
+            parts += [f"{flag} {shlex.quote(str(item))}" for item in value]
+        else:  # a list given as one a,b,c flag is written back that way
+            text = ",".join(map(str, value)) if isinstance(value, list | tuple) else str(value)
+            parts += [flag, shlex.quote(text)]
     return " ".join(parts)
 
 
@@ -180,13 +190,6 @@ def format_cell(value: Any) -> str:
     return str(value)
 
 
-def markdown_table(columns: Sequence[str], rows: Sequence[dict[str, Any]]) -> str:
-    header = "| " + " | ".join(columns) + " |"
-    rule = "| " + " | ".join("---" for _ in columns) + " |"
-    body = ["| " + " | ".join(format_cell(row.get(c)) for c in columns) + " |" for row in rows]
-    return "\n".join([header, rule, *body]) + "\n"
-
-
 def render_markdown(result: BenchResult) -> str:
     """A results section that can be pasted into a README as is."""
     data = result.to_json()
@@ -198,7 +201,8 @@ def render_markdown(result: BenchResult) -> str:
         "",
         f"Command: `{data['command']}`",
         "",
-        markdown_table(result.columns, result.rows),
+        *markdown_table(result.columns, result.cells()),
+        "",
     ]
     lines += [f"- {note}" for note in result.notes]
     return "\n".join(lines).rstrip() + "\n"
@@ -212,8 +216,8 @@ def print_table(result: BenchResult) -> None:
     table = Table(title=result.title)
     for column in result.columns:
         table.add_column(column, justify="left" if column in _TEXT_COLUMNS else "right")
-    for row in result.rows:
-        table.add_row(*(format_cell(row.get(c)) for c in result.columns))
+    for cells in result.cells():
+        table.add_row(*cells)
     # Logs and captured output are read later, often wider than 80 columns.
     console = Console(width=None if sys.stdout.isatty() else 200)
     console.print(table)

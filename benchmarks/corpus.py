@@ -24,6 +24,7 @@ import numpy as np
 
 from distill.errors import ConfigError, DistillError
 from distill.records import ReadStats, dumps_line, open_text, read_articles
+from distill.settings import Settings
 
 # Common English and news/sustainability words; Zipf weights make the first
 # ones frequent, so token-per-word ratios look like prose rather than a list.
@@ -58,7 +59,7 @@ ZIPF_EXPONENT = 1.05
 
 
 @dataclass
-class CorpusSettings:
+class CorpusSettings(Settings):
     count: int = field(default=99_000, metadata={"help": "articles to write"})
     source: Path | None = field(default=None, metadata={"help": "real articles (JSONL) to sample from; without it text is generated"})
     seed: int = field(default=0, metadata={"help": "seed of the one random generator; same seed, same file"})
@@ -71,7 +72,7 @@ class CorpusSettings:
     min_words: int = field(default=15, metadata={"help": "generated text: fewest words an article gets"})
     max_words: int = field(default=2000, metadata={"help": "generated text: most words an article gets"})
 
-    def validate(self) -> None:
+    def problems(self) -> list[str]:
         problems = []
         if self.count < 1:
             problems.append(f"--count: must be at least 1 (got {self.count})")
@@ -85,8 +86,7 @@ class CorpusSettings:
             problems.append(f"--min-words/--max-words: need 1 <= min <= max (got {self.min_words}, {self.max_words})")
         if self.sigma <= 0:
             problems.append(f"--sigma: must be positive (got {self.sigma})")
-        if problems:
-            raise ConfigError("invalid corpus settings:\n  " + "\n  ".join(problems))
+        return problems
 
 
 @dataclass

@@ -2,7 +2,9 @@
 
 A stage's settings are a dataclass deriving from `Settings`; each field's
 metadata carries its `help` (and, where the flag is not `--field-name`, a
-`flag`, `aliases`, `choices` or `argument`). `options_from(cls)` builds the
+`flag`, `aliases`, `choices` or `argument`; a bool's `off_flag` where it is
+not `--no-NAME`; a list's `separator` where one flag takes `a,b,c` instead
+of being repeated). `options_from(cls)` builds the
 click parameters from those fields, so a flag's help, default and type have
 one home. Checking lives in `problems()`, inside the library: the CLI only
 builds the dataclass and calls the stage, which calls `validate()`.
@@ -81,26 +83,48 @@ def options_from(cls: type, *, exclude: tuple[str, ...] = ()) -> Callable[[F], F
 
 def _parameter(f: Field, hint: Any) -> Callable[[F], F]:
     kind, optional = _unwrap_optional(hint)
-    many = typing.get_origin(kind) in (list, tuple)
-    if many:
+    container = typing.get_origin(kind) if typing.get_origin(kind) in (list, tuple) else None
+    if container is not None:
         kind = typing.get_args(kind)[0]
     click_type = _click_type(f, kind)
     required = f.default is MISSING and f.default_factory is MISSING
     if f.metadata.get("argument"):
-        return click.argument(f.name, type=click_type, nargs=-1 if many else 1, required=required)
+        return click.argument(f.name, type=click_type, nargs=-1 if container else 1, required=required,
+                              callback=_as(container) if container else None)
     attrs: dict[str, Any] = {"help": f.metadata["help"], "required": required}
     if not required:
         attrs["default"] = f.default_factory() if f.default is MISSING else f.default
-        attrs["show_default"] = attrs["default"] not in (None, (), [])
-    if many:
-        attrs.update(multiple=True, callback=lambda _ctx, _param, value: list(value))
-        attrs.setdefault("default", ())
+        # A factory's default is the machine's (e.g. its cores): the help text says it.
+        attrs["show_default"] = f.default is not MISSING and attrs["default"] not in (None, (), [])
     flag = flag_of(f)
+    if container is not None and f.metadata.get("separator"):
+        return _separated_option(f, flag, click_type, container, attrs)
+    if container is not None:
+        attrs.update(multiple=True, callback=_as(container))
+        attrs.setdefault("default", ())
     if kind is bool and not optional:
-        decls = [*f.metadata.get("aliases", ()), f"{flag}/--no-{flag[2:]}"]
+        off = f.metadata.get("off_flag") or f"--no-{flag[2:]}"
         attrs["show_default"] = False  # the flag pair already says it
-        return click.option(*decls, f.name, **attrs)
+        return click.option(*f.metadata.get("aliases", ()), f"{flag}/{off}", f.name, **attrs)
     return click.option(*f.metadata.get("aliases", ()), flag, f.name, type=click_type, **attrs)
+
+
+def _as(container: type) -> Callable[..., Any]:
+    """A click callback giving a repeated flag's values as the field's list or tuple."""
+    return lambda _ctx, _param, value: container(value)
+
+
+def _separated_option(f: Field, flag: str, item_type: Any, container: type, attrs: dict[str, Any]) -> Callable[[F], F]:
+    """One flag taking `a,b,c` (split on the field's `separator`) for a list or tuple field."""
+    separator, convert = f.metadata["separator"], click.types.convert_type(item_type).convert
+
+    def split(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
+        items = [item.strip() for item in (value or "").split(separator)]
+        return container(convert(item, param, ctx) for item in items if item)
+
+    if "default" in attrs:
+        attrs["default"] = separator.join(map(str, attrs["default"])) if attrs["default"] is not None else None
+    return click.option(*f.metadata.get("aliases", ()), flag, f.name, type=str, callback=split, **attrs)
 
 
 def _unwrap_optional(hint: Any) -> tuple[Any, bool]:

@@ -11,36 +11,12 @@ from pathlib import Path
 import click
 
 from distill.cli import run_main
-from distill.serve.settings import BACKENDS, DEVICES, ENGINES, PRECISIONS, ScoreSettings, help_for
-
-
-def _opt(*names: str, field: str, **kwargs):
-    return click.option(*names, field, help=help_for(field), show_default=True, **kwargs)
+from distill.serve.settings import ScoreSettings
+from distill.settings import options_from
 
 
 @click.command()
-@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
-@_opt("--model", "-m", field="model", multiple=True, type=click.Path(path_type=Path))
-@_opt("--output", "-o", field="output", required=True, type=click.Path(path_type=Path))
-@_opt("--filter", "-f", field="filter", multiple=True)
-@_opt("--engine", field="engine", default="local", type=click.Choice(ENGINES))
-@_opt("--ray-address", field="ray_address", default=None)
-@_opt("--ray-cpus", field="ray_cpus", default=None, type=int)
-@_opt("--actors", field="actors", default=1, type=int)
-@_opt("--gpus-per-actor", field="gpus_per_actor", default=None, type=float)
-@_opt("--backend", field="backend", default="auto", type=click.Choice(BACKENDS))
-@_opt("--device", field="device", default="auto", type=click.Choice(DEVICES))
-@_opt("--precision", field="precision", default="auto", type=click.Choice(PRECISIONS))
-@_opt("--compile/--no-compile", field="compile", default=False)
-@_opt("--token-budget", field="token_budget", default=None, type=int)
-@_opt("--max-batch", field="max_batch", default=None, type=int)
-@_opt("--window", field="window", default=ScoreSettings.__dataclass_fields__["window"].default, type=int)
-@_opt("--workers", field="workers", default=None, type=int)
-@_opt("--threads", field="threads", default=None, type=int)
-@_opt("--carry", field="carry", multiple=True)
-@_opt("--write-blocked/--skip-blocked", field="write_blocked", default=True)
-@_opt("--strict/--no-strict", field="strict", default=False)
-@_opt("--progress/--no-progress", field="progress", default=True)
+@options_from(ScoreSettings)
 @click.option("--show", type=int, default=0, show_default=True,
               help="print the first N records of each output as a table (id, tier, overall, strongest dimensions)")
 def command(show: int, **options) -> None:
@@ -62,20 +38,12 @@ def command(show: int, **options) -> None:
     """
     from distill.serve.runner import score_corpus
 
-    if options["threads"] is None:
-        options.pop("threads")
-    options["inputs"] = list(options["inputs"])
-    options["model"] = list(options["model"])
-    options["filter"] = list(options["filter"]) or None
-    options["carry"] = tuple(options["carry"])
     settings = ScoreSettings(**options)
-    settings.use_shipped_students()
-    settings.validate()
-    bar = _progress_bar(settings)
+    bar = _ProgressBar(settings.inputs) if settings.progress else None
     try:
-        summary = score_corpus(settings, progress=bar.update_to if bar else None)
+        summary = score_corpus(settings, progress=bar)
     finally:
-        if bar:
+        if bar is not None:
             bar.close()
     if show > 0:
         for job in summary.jobs:
@@ -121,17 +89,24 @@ def _record_row(record: dict) -> tuple[str, str, str, str] | None:
             ", ".join(f"{name} {value:.1f}" for name, value in top))
 
 
-def _progress_bar(settings: ScoreSettings):
-    if not settings.progress:
-        return None
-    from tqdm import tqdm
+class _ProgressBar:
+    """A tqdm bar over the input lines, opened at the run's first progress call: by then
+    the run has checked its settings, so a missing input is its error, not the bar's."""
 
-    class Bar(tqdm):
-        def update_to(self, done: int) -> None:
-            self.update(done - self.n)
+    def __init__(self, inputs: list[Path]):
+        self.inputs, self.bar = inputs, None
 
-    return Bar(total=count_lines(settings.inputs), unit=" articles", unit_scale=True,
-               desc="scoring", smoothing=0.05, dynamic_ncols=True)
+    def __call__(self, done: int) -> None:
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=count_lines(self.inputs), unit=" articles", unit_scale=True,
+                            desc="scoring", smoothing=0.05, dynamic_ncols=True)
+        self.bar.update(done - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 def count_lines(paths: list[Path]) -> int:

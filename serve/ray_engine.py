@@ -59,7 +59,7 @@ def score_corpus_ray(settings: ScoreSettings, progress: Callable[[int], None] | 
     ray = _import_ray()
     start = time.perf_counter()
     with ExitStack() as locked:  # the output lock, held until the writers are closed
-        plan, summary = start_run(settings, locked)
+        plan, summary = start_run(settings, locked, progress)
         started_here = _connect(ray, settings)
         try:
             dataset = _pipeline(ray, settings, plan)

@@ -67,10 +67,6 @@ class RunSummary:
     notes: list[str] = field(default_factory=list)
 
     @property
-    def output(self) -> Path:
-        return self.jobs[0].output
-
-    @property
     def filter_id(self) -> str:
         return ", ".join(job.spec.id for job in self.jobs)
 
@@ -96,9 +92,12 @@ class RunSummary:
         return self.articles / self.seconds if self.seconds else 0.0
 
 
-def start_run(settings: ScoreSettings, stack: ExitStack) -> tuple[Plan, RunSummary]:
-    """Validate, resolve jobs, lock the outputs (held until `stack` closes), read resume
-    state and start a fresh rejects file. Nothing is read or trimmed before the lock."""
+def start_run(settings: ScoreSettings, stack: ExitStack,
+              progress: Callable[[int], None] | None = None) -> tuple[Plan, RunSummary]:
+    """Resolve the shipped students (no --model), validate, resolve jobs, lock the outputs
+    (held until `stack` closes), read resume state, start a fresh rejects file and tell
+    `progress` the run has started (0). Nothing is read or trimmed before the lock."""
+    settings.use_shipped_students()
     settings.validate()
     plan = build_plan(settings)
     stack.enter_context(OutputLock([job.output for job in plan.jobs] + [plan.rejects]))
@@ -108,14 +107,18 @@ def start_run(settings: ScoreSettings, stack: ExitStack) -> tuple[Plan, RunSumma
         plan.rejects.unlink(missing_ok=True)
     except OSError as exc:
         raise output_error(plan.rejects, exc, "replace it") from exc
+    if progress is not None:
+        progress(0)
     return plan, summary
 
 
 def score_corpus(settings: ScoreSettings, progress: Callable[[int], None] | None = None) -> RunSummary:
     """Score `settings.inputs` into each job's output, resuming where they exist.
 
-    `progress(n)` is called after each window with the input records handled
-    so far (written, skipped as already scored, or rejected).
+    The settings are checked here (`start_run`), once, whoever calls. `progress(n)`
+    is called with 0 once they are and the outputs are locked, then after each
+    window with the input records handled so far (written, skipped as already
+    scored, or rejected).
     """
     if settings.engine == "ray":
         from distill.serve.ray_engine import score_corpus_ray
@@ -123,7 +126,7 @@ def score_corpus(settings: ScoreSettings, progress: Callable[[int], None] | None
         return score_corpus_ray(settings, progress)
     start = time.perf_counter()
     with ExitStack() as stack:
-        plan, summary = start_run(settings, stack)
+        plan, summary = start_run(settings, stack, progress)
         # Workers start (and load the tokenizer) while the models load.
         pools = [stack.enter_context(TokenizerPool(g.folder, g.max_tokens, g.head_share, _workers(settings, plan)))
                  for g in plan.groups]

@@ -1,18 +1,20 @@
 """Settings of a `distill-score` run: one typed home for every default.
 
-The CLI fills `ScoreSettings` from its flags (the help text below is the
-flags' help) and `validate` reports every problem at once, each naming the
-flag and the fix. Nothing here imports torch.
+The CLI's flags are built from these fields (`distill.settings.options_from`)
+and `problems` reports every problem at once, each naming the flag and the
+fix; the run checks them (`runner.start_run`), not the CLI. Nothing here
+imports torch.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from distill.errors import ConfigError, raise_settings_problems
+from distill.errors import ConfigError
 from distill.records import output_error
+from distill.settings import Settings
 
 BACKENDS = ("auto", "torch", "onnx")
 ENGINES = ("local", "ray")
@@ -22,50 +24,52 @@ PRECISIONS = ("auto", "fp32", "int8", "bf16")
 
 
 @dataclass
-class ScoreSettings:
-    inputs: list[Path] = field(metadata={"help": "corpus JSONL files (.jsonl or .jsonl.gz); articles need id and content/text"})
-    model: Path | list[Path] = field(metadata={"help": "model folder with distill.json: a trained run (train/) or an export (exports/NAME); repeat to score with several models in one pass. Default: the student shipped with each --filter"})
-    output: Path = field(metadata={"help": "scored JSONL; if it exists the run resumes and skips ids already in it. Several filters: a folder (one FILTER.jsonl each, e.g. sustainability-v1.jsonl) or a path with {filter}"})
-    filter: str | list[str] | None = field(default=None, metadata={"help": "filter name or path; default: the filter the model was trained for. Repeat to score several filters in one pass: with one --model all share its forward pass, with several models they pair in order"})
-    engine: str = field(default="local", metadata={"help": "local: this process and tokenizer workers; ray: a Ray Data pipeline (pip install 'distill[ray]')"})
+class ScoreSettings(Settings):
+    inputs: list[Path] = field(metadata={"argument": True, "help": "corpus JSONL files (.jsonl or .jsonl.gz); articles need id and content/text"})
+    output: Path = field(metadata={"aliases": ("-o",), "help": "scored JSONL; if it exists the run resumes and skips ids already in it. Several filters: a folder (one FILTER.jsonl each, e.g. sustainability-v1.jsonl) or a path with {filter}"})
+    model: list[Path] = field(default_factory=list, metadata={"aliases": ("-m",), "help": "model folder with distill.json: a trained run (train/) or an export (exports/NAME); repeat to score with several models in one pass. Default: the student shipped with each --filter"})
+    filter: list[str] = field(default_factory=list, metadata={"aliases": ("-f",), "help": "filter name or path; default: the filter the model was trained for. Repeat to score several filters in one pass: with one --model all share its forward pass, with several models they pair in order"})
+    engine: str = field(default="local", metadata={"choices": ENGINES, "help": "local: this process and tokenizer workers; ray: a Ray Data pipeline (pip install 'distill[ray]')"})
     ray_address: str | None = field(default=None, metadata={"help": "Ray cluster to join (e.g. auto or ray://host:10001); default: start a local Ray instance (--engine ray)"})
     ray_cpus: int | None = field(default=None, metadata={"help": "CPUs of the local Ray instance started without --ray-address (default: all cores)"})
     actors: int = field(default=1, metadata={"help": "model actors in the Ray pipeline (--engine ray), each holding every model of the run"})
     gpus_per_actor: float | None = field(default=None, metadata={"help": "GPU share of each model actor (--engine ray; e.g. 0.5 puts two on a GPU); default: 1 on --device cuda, else 0"})
-    backend: str = field(default="auto", metadata={"help": "auto: onnx when the folder has model.onnx and the device is CPU, else torch"})
-    device: str = field(default="auto", metadata={"help": "auto: cuda when torch sees a GPU, else cpu"})
-    precision: str = field(default="auto", metadata={"help": "auto: onnx int8 when model.int8.onnx exists (CPU), torch bf16 on cuda, else fp32"})
+    backend: str = field(default="auto", metadata={"choices": BACKENDS, "help": "auto: onnx when the folder has model.onnx and the device is CPU, else torch"})
+    device: str = field(default="auto", metadata={"choices": DEVICES, "help": "auto: cuda when torch sees a GPU, else cpu"})
+    precision: str = field(default="auto", metadata={"choices": PRECISIONS, "help": "auto: onnx int8 when model.int8.onnx exists (CPU), torch bf16 on cuda, else fp32"})
     compile: bool = field(default=False, metadata={"help": "torch.compile the model at start-up (torch backend; needs a C++ compiler on CPU): tens of seconds once, then faster batches; pays off from a few thousand articles, most with --precision bf16 on CPUs with AMX"})
     token_budget: int | None = field(default=None, metadata={"help": "padded tokens per batch; default: the backend's (CPU 8192, GPU 65536)"})
     max_batch: int | None = field(default=None, metadata={"help": "articles per batch at most; default: the backend's (CPU 64, GPU 512)"})
     window: int = field(default=2048, metadata={"help": "articles sorted by length together; bounds memory and work lost to a kill"})
     workers: int | None = field(default=None, metadata={"help": "tokenizer processes running ahead of the model (0: tokenise in the main process); default: 0 on CPU, where the model already uses every core, 1 on CUDA; --engine ray: tokenizer actors (at least 1)"})
     threads: int = field(default_factory=lambda: os.cpu_count() or 1, metadata={"help": "CPU threads for the model (default: all cores); --engine ray: per model actor, which reserves at most what the tokenizer actors leave"})
-    carry: tuple[str, ...] = field(default=(), metadata={"help": "input fields copied into each output record (e.g. url, title)"})
-    write_blocked: bool = field(default=True, metadata={"help": "write a record (scores null, prefilter = reason) for articles the prefilter blocks"})
+    carry: tuple[str, ...] = field(default=(), metadata={"help": "input fields copied into each output record (e.g. url, title); repeat for several"})
+    write_blocked: bool = field(default=True, metadata={"off_flag": "--skip-blocked", "help": "write a record (scores null, prefilter = reason) for articles the prefilter blocks"})
     strict: bool = field(default=False, metadata={"help": "stop at the first bad input line instead of writing it to the rejects file"})
     progress: bool = field(default=True, metadata={"help": "show a progress bar on stderr"})
 
-    @property
-    def model_dirs(self) -> list[Path]:
-        return [Path(m) for m in (self.model if isinstance(self.model, list | tuple) else [self.model])]
-
-    @property
-    def filter_names(self) -> list[str]:
-        if self.filter is None:
-            return []
-        return list(self.filter) if isinstance(self.filter, list | tuple) else [self.filter]
+    def __post_init__(self) -> None:
+        # The library also takes one model folder or one filter name as it is.
+        if isinstance(self.model, str | Path):
+            self.model = [self.model]
+        self.model = [Path(m) for m in self.model]
+        if isinstance(self.filter, str):
+            self.filter = [self.filter]
+        self.filter = list(self.filter or [])
+        self.inputs = [Path(p) for p in self.inputs]
+        self.output = Path(self.output)
+        self.carry = tuple(self.carry)
 
     def use_shipped_students(self) -> None:
         """No --model: each --filter's shipped student (filters/<name>/vN/student/)."""
-        if self.model_dirs:
+        if self.model:
             return
         from distill.filter_spec import load_filter
 
-        if not self.filter_names:
+        if not self.filter:
             raise ConfigError("--model: give a model folder, or a --filter that ships a student")
         students = []
-        for name in self.filter_names:
+        for name in self.filter:
             student = load_filter(name).shipped_student
             if student is None:
                 raise ConfigError(f"--model: filter {name} ships no student; give --model PATH")
@@ -74,7 +78,7 @@ class ScoreSettings:
 
     def model_filter_pairs(self) -> list[tuple[Path, str | None]]:
         """(model folder, filter or None for the model's own) per job, in flag order."""
-        models, filters = self.model_dirs, self.filter_names
+        models, filters = self.model, self.filter
         if len(models) == 1:
             return [(models[0], name) for name in filters] or [(models[0], None)]
         return list(zip(models, filters or [None] * len(models), strict=True))
@@ -114,23 +118,19 @@ class ScoreSettings:
         return self.output.with_name(name + ".rejects.jsonl")
 
     def _jobs(self) -> int:
-        return max(len(self.model_dirs), len(self.filter_names), 1)
+        return max(len(self.model), len(self.filter), 1)
 
-    def validate(self) -> None:
-        """Raise one ConfigError listing every problem."""
-        raise_settings_problems(self._problems())
-
-    def _problems(self) -> list[str]:
+    def problems(self) -> list[str]:
         problems = []
         if not self.inputs:
             problems.append("INPUTS: give at least one corpus JSONL file")
         problems += [problem for p in self.inputs if (problem := _input_problem(Path(p)))]
-        problems += [f"--model: {m} is not a folder" for m in self.model_dirs if not m.is_dir()]
-        models, filters = len(self.model_dirs), len(self.filter_names)
+        problems += [f"--model: {m} is not a folder" for m in self.model if not m.is_dir()]
+        models, filters = len(self.model), len(self.filter)
         if models > 1 and filters not in (0, models):
             problems.append(f"--filter: given {filters} times for {models} models; give one per --model "
                             "(paired in order) or none (each model's own filter)")
-        if len(set(self.filter_names)) != filters:
+        if len(set(self.filter)) != filters:
             problems.append("--filter: a filter is named twice")
         if self._jobs() > 1 and "{filter}" not in str(self.output) and str(self.output).endswith(".jsonl"):
             problems.append("--output: several filters write one file each: give a folder or a path with {filter}")
@@ -175,7 +175,3 @@ def _input_problem(path: Path) -> str | None:
         return f"INPUTS: {path}: not readable (permission denied)"
     return None
 
-
-def help_for(name: str) -> str:
-    """The help text of one settings field, for the CLI flag of the same name."""
-    return next(f.metadata["help"] for f in fields(ScoreSettings) if f.name == name)

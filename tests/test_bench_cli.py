@@ -5,8 +5,15 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from distill.benchmarks.cli import throughput_result
-from distill.benchmarks.common import markdown_table
+import pytest
+from click.testing import CliRunner
+
+from distill.benchmarks.cli import command, throughput_result
+from distill.benchmarks.corpus import CorpusSettings
+from distill.benchmarks.gpu_shapes import GpuShapesSettings
+from distill.benchmarks.quality import QualitySettings
+from distill.settings import flag_of
+from distill.tables import markdown_table
 
 
 def test_every_subcommand_help_shows_defaults_without_importing_torch():
@@ -20,6 +27,24 @@ def test_every_subcommand_help_shows_defaults_without_importing_torch():
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("[default:") > 20
     assert "--output-dir" in result.stdout and "benchmarks/results" in result.stdout
+
+
+@pytest.mark.parametrize(("sub", "settings"), [("corpus", CorpusSettings), ("gpu-shapes", GpuShapesSettings),
+                                              ("quality", QualitySettings)])
+def test_each_subcommand_has_a_flag_with_the_dataclass_help_per_setting(sub, settings):
+    from dataclasses import fields
+
+    help_text = " ".join(CliRunner().invoke(command, [sub, "--help"], terminal_width=10_000, max_content_width=10_000).output.split())
+    for f in fields(settings):
+        assert flag_of(f) in help_text and " ".join(f.metadata["help"].split()) in help_text, f.name
+
+
+def test_a_bad_flag_value_exits_2_naming_the_flag():
+    for args, flag in ((["quality", "--model", "m", "--data", "d", "--split", "train"], "--split"),
+                       (["corpus", "-o", "c.jsonl", "--count", "lots"], "--count"),
+                       (["gpu-shapes", "--device", "tpu"], "--device")):
+        result = CliRunner().invoke(command, args)
+        assert result.exit_code == 2 and f"Invalid value for '{flag}'" in result.output, result.output
 
 
 def test_throughput_report_becomes_rows_with_speedups_and_parity_notes():
@@ -38,6 +63,6 @@ def test_throughput_report_becomes_rows_with_speedups_and_parity_notes():
     assert [row["x baseline"] for row in result.rows] == [1.0, 4.0]
     assert result.rows[1]["padding"] == "3%" and result.rows[0]["padding"] is None
     assert "parity onnx-int8 vs onnx-fp32: max |diff| 1.40e-02" in result.notes[0]
-    table = markdown_table(result.columns, result.rows)
+    table = "\n".join(markdown_table(result.columns, result.cells()))
     assert "| distill-score onnx-cpu-int8 | 100 | 25.00 | 40.00 | 4.00 | 3% |" in table
     assert result.settings["data"] == "x.jsonl" and "results" not in result.settings

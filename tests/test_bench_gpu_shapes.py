@@ -101,6 +101,20 @@ def test_settings_problems_are_reported_together():
     assert "--sizes: unknown 3B" in message and "add --tiny" in message and "--articles" in message
 
 
+def test_sizes_is_one_comma_separated_flag_and_a_bad_size_is_one_line(capsys):
+    from distill.benchmarks.cli import gpu_shapes_command
+
+    ctx = gpu_shapes_command.make_context("gpu-shapes", ["--sizes", "0.5B,1.5B,7B", "--device", "cpu"])
+    values = {k: v for k, v in ctx.params.items() if k not in ("output_dir", "tag")}
+    assert GpuShapesSettings(**values).sizes == ("0.5B", "1.5B", "7B")
+    assert gpu_shapes_command.make_context("gpu-shapes", []).params["sizes"] == GpuShapesSettings().sizes
+    with pytest.raises(SystemExit) as exit_info:
+        main(["gpu-shapes", "--sizes", "0.5B,3B", "--device", "cpu"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "--sizes: unknown 3B" in err and "add --tiny" in err and "Traceback" not in err
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message shown without CUDA")
 def test_without_cuda_it_says_so_and_exits_0(tmp_path, capsys):
     main(["gpu-shapes", "--output-dir", str(tmp_path)])

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import importlib
 import subprocess
 import sys
 
+import click
 import pytest
 from click.testing import CliRunner
 
@@ -19,7 +21,26 @@ def test_group_lists_every_stage():
     assert result.exit_code == 0
     for name in ["label", "prepare", "train", "evaluate", "export", "score", "bench"]:
         assert f"  {name} " in result.output
-    assert set(STAGES) == {"label", "prepare", "train", "evaluate", "export", "score", "bench"}
+    listed = [line.split()[0] for line in result.output.split("Stages:")[1].splitlines() if line.strip()]
+    assert listed == ["label", "prepare", "train", "evaluate", "export", "score", "bench"]
+
+
+@pytest.mark.parametrize("stage", sorted(STAGES))
+def test_each_stage_name_dispatches_to_its_own_command(stage):
+    module, attr, _ = STAGES[stage]
+    own = getattr(importlib.import_module(module), attr)
+    assert isinstance(own, click.Command)
+    with click.Context(cli) as ctx:
+        assert cli.get_command(ctx, stage) is own
+    # Through the group, the stage parses its own flags: an unknown one is its usage error.
+    result = CliRunner().invoke(cli, [stage, "--no-such-flag"])
+    assert result.exit_code == 2 and "No such option" in result.output and "--no-such-flag" in result.output
+    assert f"Usage: cli {stage}" in result.output
+
+
+def test_an_unknown_stage_exits_2_naming_it():
+    result = CliRunner().invoke(cli, ["scroe"])
+    assert result.exit_code == 2 and "No such command 'scroe'" in result.output
 
 
 @pytest.mark.parametrize("stage", sorted(STAGES))

@@ -251,11 +251,13 @@ def test_settings_report_every_problem_at_once(tmp_path):
 
 
 def test_cli_help_is_fast_and_errors_are_one_line(tmp_path, corpus):
-    code = "import sys; from distill.serve.cli import command; assert 'torch' not in sys.modules"
-    subprocess.run([sys.executable, "-c", code], check=True)
-    from distill.serve.cli import command
-
-    help_text = CliRunner().invoke(command, ["--help"]).output
+    # --help itself runs in a fresh interpreter: importing the CLI is not enough to prove it.
+    code = ("import sys; from distill.serve.cli import main\n"
+            "try:\n    main(['--help'])\nexcept SystemExit as e:\n    assert e.code in (0, None), e.code\n"
+            "assert 'torch' not in sys.modules, 'torch'")
+    shown = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert shown.returncode == 0, shown.stderr
+    help_text = shown.stdout
     for flag in ("--backend", "--precision", "--token-budget", "--workers", "--window", "--strict", "[default: auto]"):
         assert flag in help_text
     path, _ = corpus
@@ -266,3 +268,59 @@ def test_cli_help_is_fast_and_errors_are_one_line(tmp_path, corpus):
          "-o", str(tmp_path / "o.jsonl"), "--no-progress"], capture_output=True, text=True)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [f"error: {empty}: no distill.json; is this a distill model folder?"]
+
+
+def test_every_setting_is_a_flag_with_its_dataclass_help():
+    from dataclasses import fields
+
+    from distill.serve.cli import command
+    from distill.settings import flag_of
+
+    wide = {"terminal_width": 10_000, "max_content_width": 10_000}  # no line breaks inside a help text
+    help_text = " ".join(CliRunner().invoke(command, ["--help"], **wide).output.split())
+    for f in fields(ScoreSettings):
+        flag = "INPUTS..." if f.name == "inputs" else flag_of(f)
+        assert flag in help_text, flag
+        if f.name != "inputs":  # an argument's help is the command's docstring
+            assert " ".join(f.metadata["help"].split()) in help_text, f.name
+    for short in ("-o, --output", "-m, --model", "-f, --filter", "--write-blocked / --skip-blocked"):
+        assert short in help_text
+
+
+def test_flags_fill_the_settings_and_a_bad_value_exits_2_naming_the_flag(tmp_path, monkeypatch):
+    import distill.serve.runner as runner
+    from distill.serve.cli import command
+
+    seen = []
+
+    def stop_after_seeing(settings, progress=None):
+        seen.append(settings)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner, "score_corpus", stop_after_seeing)
+    CliRunner().invoke(command, ["a.jsonl", "b.jsonl", "-o", "out", "-m", "m1", "-m", "m2", "-f", "x/v1",
+                                 "--carry", "url", "--carry", "title", "--skip-blocked", "--window", "9"])
+    (settings,) = seen
+    assert settings.inputs == [Path("a.jsonl"), Path("b.jsonl")] and settings.output == Path("out")
+    assert settings.model == [Path("m1"), Path("m2")] and settings.filter == ["x/v1"]
+    assert settings.carry == ("url", "title") and settings.write_blocked is False and settings.window == 9
+    assert settings.threads == (os.cpu_count() or 1) and settings.engine == "local"
+    for args, flag in ((["--backend", "tensorrt"], "--backend"), (["--window", "many"], "--window"),
+                       (["--carry"], "--carry")):
+        result = CliRunner().invoke(command, ["a.jsonl", "-o", "out", *args])
+        assert result.exit_code == 2 and f"'{flag}'" in result.output, result.output
+    assert "Missing option '-o' / '--output'" in CliRunner().invoke(command, ["a.jsonl"]).output
+
+
+def test_the_library_checks_the_settings_once_whoever_calls(tmp_path, student, corpus, monkeypatch):
+    from distill.serve.cli import main
+
+    with pytest.raises(ConfigError, match="--model: give a model folder, or a --filter"):
+        score_corpus(ScoreSettings(inputs=[corpus[0]], output=tmp_path / "o.jsonl"))
+    checks = []
+    real = ScoreSettings.problems
+    monkeypatch.setattr(ScoreSettings, "problems", lambda self: checks.append(1) or real(self))
+    main([str(corpus[0]), "-m", str(student), "-o", str(tmp_path / "o.jsonl"), "--workers", "0",
+          "--threads", "1", "--no-progress"])
+    assert len(checks) == 1
+    assert (tmp_path / "o.jsonl").read_text().count("\n") == len(corpus[1])

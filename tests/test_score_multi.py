@@ -153,12 +153,33 @@ def test_help_shows_engines_and_multi_filter_flags_without_importing_ray():
     import subprocess
     import sys
 
-    code = ("import sys; from distill.serve.cli import command; "
+    # --help itself runs in a fresh interpreter: importing the CLI is not enough to prove it.
+    code = ("import sys; from distill.serve.cli import main\n"
+            "try:\n    main(['--help'])\nexcept SystemExit as e:\n    assert e.code in (0, None), e.code\n"
             "assert 'ray' not in sys.modules and 'torch' not in sys.modules")
-    subprocess.run([sys.executable, "-c", code], check=True)
-    from distill.serve.cli import command
-
-    help_text = " ".join(CliRunner().invoke(command, ["--help"]).output.split())
+    shown = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert shown.returncode == 0, shown.stderr
+    help_text = " ".join(shown.stdout.split())
     for part in ("--engine [local|ray]", "--ray-address", "--ray-cpus", "--actors", "--gpus-per-actor",
                  "{filter}", "Repeat to score several filters"):
         assert part in help_text
+
+
+def test_repeated_flags_pair_models_and_filters_and_the_engine_is_a_choice(monkeypatch):
+    import distill.serve.runner as runner
+    from distill.serve.cli import command
+
+    seen = []
+
+    def stop_after_seeing(settings, progress=None):
+        seen.append(settings)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner, "score_corpus", stop_after_seeing)
+    CliRunner().invoke(command, ["c.jsonl", "-o", "out/{filter}.jsonl", "-m", "a", "-m", "b",
+                                 "-f", "sustainability/v1", "-f", "uplifting/v1", "--engine", "ray", "--actors", "2"])
+    (settings,) = seen
+    assert settings.model_filter_pairs() == [(Path("a"), "sustainability/v1"), (Path("b"), "uplifting/v1")]
+    assert (settings.engine, settings.actors) == ("ray", 2)
+    bad = CliRunner().invoke(command, ["c.jsonl", "-o", "out", "--engine", "spark"])
+    assert bad.exit_code == 2 and "Invalid value for '--engine'" in bad.output and "'spark'" in bad.output

@@ -78,3 +78,32 @@ def test_a_field_of_an_unsupported_type_is_a_clear_type_error():
 
     with pytest.raises(TypeError, match="mapping: no click type"):
         options_from(Odd)
+
+
+@dataclass
+class ListSettings(Settings):
+    sizes: tuple[str, ...] = field(default=("s", "m"), metadata={"help": "comma list", "separator": ","})
+    counts: list[int] = field(default_factory=list, metadata={"help": "numbers, comma list", "separator": ","})
+    keep: tuple[str, ...] = field(default=(), metadata={"help": "repeatable, kept a tuple"})
+    write_all: bool = field(default=True, metadata={"help": "write every record", "off_flag": "--skip-some"})
+    cores: int = field(default_factory=lambda: 7, metadata={"help": "default: the machine's"})
+
+
+@click.command()
+@options_from(ListSettings)
+def lists(**values) -> None:
+    click.echo(repr(ListSettings(**values)))
+
+
+def test_separated_lists_off_flags_and_tuple_fields():
+    result = CliRunner().invoke(lists, ["--sizes", "a, b,,c", "--counts", "1,2", "--keep", "x", "--keep", "y",
+                                        "--skip-some"])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == repr(ListSettings(sizes=("a", "b", "c"), counts=[1, 2], keep=("x", "y"),
+                                                      write_all=False, cores=7))
+    assert CliRunner().invoke(lists, []).output.strip() == repr(ListSettings())
+    bad = CliRunner().invoke(lists, ["--counts", "1,two"])
+    assert bad.exit_code == 2 and "'--counts'" in bad.output and "'two' is not a valid integer" in bad.output
+    text = CliRunner().invoke(lists, ["--help"]).output
+    assert "[default: s,m]" in text and "--write-all / --skip-some" in text
+    assert "[default: 7]" not in text  # a factory's default is the machine's; the help says so
