@@ -28,14 +28,15 @@ from __future__ import annotations
 import gc
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from contextlib import nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from distill.benchmarks.common import BenchResult
-from distill.errors import ConfigError
+from distill.settings import Settings
 
 # The published Qwen2.5 base configs (config.json of Qwen/Qwen2.5-{0.5B,1.5B,7B}).
 QWEN25_SHAPES: dict[str, dict[str, Any]] = {
@@ -52,16 +53,17 @@ TINY_SHAPE = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
 QWEN_PAD_ID = 151643  # <|endoftext|>, what the students use as pad token
 NUM_LABELS = 8
 GIB = 2**30
+DEVICES = ("auto", "cuda", "cpu")
 
 COLUMNS = ["size", "run", "status", "ms/article", "tokens/s", "TFLOP/s", "% of peak", "padding",
            "peak GiB", "x baseline"]
 
 
 @dataclass
-class GpuShapesSettings:
-    sizes: tuple[str, ...] = field(default=("0.5B", "1.5B", "7B"), metadata={"help": "Qwen2.5 shapes to build, comma-separated"})
+class GpuShapesSettings(Settings):
+    sizes: tuple[str, ...] = field(default=("0.5B", "1.5B", "7B"), metadata={"separator": ",", "help": "Qwen2.5 shapes to build, comma-separated"})
     tiny: bool = field(default=False, metadata={"help": "one tiny shape instead (hidden 64, 2 layers): checks the logic on a CPU"})
-    device: str = field(default="auto", metadata={"help": "auto (cuda when present), cuda, or cpu (only with --tiny)"})
+    device: str = field(default="auto", metadata={"choices": DEVICES, "help": "auto (cuda when present), cuda, or cpu (only with --tiny)"})
     articles: int = field(default=1024, metadata={"help": "articles scored per variant"})
     max_tokens: int = field(default=512, metadata={"help": "student token cap (head + tail cut)"})
     token_budget: int = field(default=65536, metadata={"help": "padded tokens per sorted batch (the runner's GPU default)"})
@@ -79,13 +81,13 @@ class GpuShapesSettings:
     source: Path | None = field(default=None, metadata={"help": "real articles (JSONL) for the length mix; default: generated text"})
     tokenizer: Path | None = field(default=None, metadata={"help": "Qwen tokenizer folder; default: the packaged real Qwen2.5 tokenizer"})
 
-    def validate(self) -> None:
+    def problems(self) -> list[str]:
         problems = []
         unknown = [s for s in self.sizes if s not in QWEN25_SHAPES]
         if unknown and not self.tiny:
             problems.append(f"--sizes: unknown {', '.join(unknown)}; choose from {', '.join(QWEN25_SHAPES)}")
-        if self.device not in ("auto", "cuda", "cpu"):
-            problems.append(f"--device: {self.device!r} is not one of auto, cuda, cpu")
+        if self.device not in DEVICES:
+            problems.append(f"--device: {self.device!r} is not one of {', '.join(DEVICES)}")
         if self.device == "cpu" and not self.tiny:
             problems.append("--device cpu: real Qwen shapes would take hours on a CPU; add --tiny")
         for name in ("articles", "max_tokens", "token_budget", "max_batch", "baseline_batch",
@@ -101,8 +103,7 @@ class GpuShapesSettings:
             problems.append(f"--source: {self.source}: no such file")
         if self.tokenizer is not None and not Path(self.tokenizer).is_dir():
             problems.append(f"--tokenizer: {self.tokenizer} is not a folder")
-        if problems:
-            raise ConfigError("invalid gpu-shapes settings:\n  " + "\n  ".join(problems))
+        return problems
 
     @property
     def shapes(self) -> dict[str, dict[str, Any]]:
@@ -129,7 +130,7 @@ def corpus_sequences(settings: GpuShapesSettings) -> list[list[int]]:
 
     from distill.benchmarks.corpus import CorpusSettings, iter_corpus
     from distill.local_models import qwen_tokenizer_dir
-    from distill.train.model import encode_texts
+    from distill.student.encode import encode_texts
     from distill.truncation import article_text
 
     tokenizer = AutoTokenizer.from_pretrained(str(settings.tokenizer or qwen_tokenizer_dir()))
@@ -143,9 +144,10 @@ def build_model(shape: dict[str, Any], device: str, dtype: Any, seed: int) -> An
     """A random-weight Qwen2 regression model, initialised directly on the device."""
     import torch
     from transformers import AutoModelForSequenceClassification, Qwen2Config
-    from transformers.utils import logging as hf_logging
 
-    hf_logging.set_verbosity_error()
+    from distill.student.load import quiet_transformers
+
+    quiet_transformers()
     config = Qwen2Config(
         **shape, max_position_embeddings=32768, rope_theta=1_000_000.0, rms_norm_eps=1e-6,
         tie_word_embeddings=False, pad_token_id=QWEN_PAD_ID, num_labels=NUM_LABELS,
@@ -257,11 +259,12 @@ def to_device(sequences: list[list[int]], pad_id: int, device: str, mask: bool) 
     """Right-padded ids (and mask) on the device via pinned memory, plus lengths."""
     import torch
 
-    lengths = torch.tensor([len(s) for s in sequences])
-    ids = torch.full((len(sequences), int(lengths.max())), pad_id, dtype=torch.long)
-    for row, seq in enumerate(sequences):
-        ids[row, : len(seq)] = torch.tensor(seq)
-    attention = (torch.arange(ids.shape[1])[None, :] < lengths[:, None]).long() if mask else None
+    from distill.student.encode import pad_sequences
+
+    padded_ids, padding_mask = pad_sequences(sequences, pad_id)
+    ids = torch.from_numpy(padded_ids)
+    lengths = torch.from_numpy(padding_mask.sum(axis=1))
+    attention = torch.from_numpy(padding_mask) if mask else None
 
     def move(t: Any) -> Any:
         if t is None or device != "cuda":
@@ -383,15 +386,6 @@ def capped_scoring_row(model: Any, sequences: list[list[int]], settings: GpuShap
 # ---------------------------------------------------------------- LoRA training
 
 
-def add_lora(model: Any, rank: int) -> Any:
-    """LoRA as distill-train sets it up: all linear layers, head trained in full."""
-    from peft import LoraConfig, TaskType, get_peft_model
-
-    config = LoraConfig(task_type=TaskType.SEQ_CLS, r=rank, lora_alpha=2 * rank, lora_dropout=0.05,
-                        target_modules="all-linear", modules_to_save=["score"])
-    return get_peft_model(model, config)
-
-
 def training_batch(sequences: list[list[int]], settings: GpuShapesSettings, device: str) -> tuple[Any, Any]:
     """batch x tokens ids cut from the corpus' token stream, and random targets."""
     import torch
@@ -429,7 +423,7 @@ def training_row(model: Any, batch: tuple[Any, Any], settings: GpuShapesSettings
         set_checkpointing(model.get_base_model(), checkpointing)
         model.train()
         optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-        with MemoryCap(device, settings.cap_gib) if cap else _nothing():
+        with MemoryCap(device, settings.cap_gib) if cap else nullcontext():
             train_steps(model, ids, targets, settings.warmup_steps, optimizer)
             seconds, gib, loss = timed(device, lambda: train_steps(
                 model, ids, targets, settings.train_steps, optimizer))
@@ -457,14 +451,6 @@ def set_checkpointing(model: Any, on: bool) -> None:
         model.gradient_checkpointing_disable()
 
 
-class _nothing:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: Any) -> None:
-        return None
-
-
 # ---------------------------------------------------------------- one size, all sizes
 
 
@@ -472,6 +458,8 @@ def size_rows(size: str, shape: dict[str, Any], sequences: list[list[int]],
               settings: GpuShapesSettings, device: str, peak: float) -> list[dict[str, Any]]:
     """Every run for one shape; a model that cannot even be built says so in one row."""
     import torch
+
+    from distill.train.model import add_lora
 
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
     holder: dict[str, Any] = {}
@@ -484,7 +472,7 @@ def size_rows(size: str, shape: dict[str, Any], sequences: list[list[int]],
     rows = scoring_rows(model, sequences, settings, device, peak)
     if capped:
         rows.append(capped_scoring_row(model, sequences, settings, device, peak))
-    model = add_lora(model, settings.lora_rank)
+    model = add_lora(model, settings.lora_rank)  # as distill-train sets it up
     batch = training_batch(sequences, settings, device)
     rows.append(training_row(model, batch, settings, device, checkpointing=False, cap=False))
     rows.append(training_row(model, batch, settings, device, checkpointing=True, cap=False))
@@ -523,7 +511,7 @@ def run_gpu_shapes(settings: GpuShapesSettings, name: str = "gpu-shapes",
     ]
     result = BenchResult(
         name=name, title=f"Qwen2.5 shapes, random weights, {device}", columns=COLUMNS, rows=[],
-        notes=notes, settings=asdict(settings) | {"device": device, "peak_tflops": peak, "peak_matmul_n": peak_n},
+        notes=notes, settings=settings.to_json() | {"device": device, "peak_tflops": peak, "peak_matmul_n": peak_n},
     )
     for size, shape in settings.shapes.items():
         result.rows += size_rows(size, shape, sequences, settings, device, peak)

@@ -13,30 +13,31 @@ from __future__ import annotations
 
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from distill.benchmarks.common import BenchResult
-from distill.errors import ConfigError
+from distill.settings import Settings
 
 SPLIT_FILES = ("train.jsonl", "val.jsonl", "test.jsonl")
+HELD_OUT = ("test", "val")  # the splits --split may score
 PREDICTORS = {"student": "student", "tfidf_ridge": "TF-IDF + ridge", "mean": "mean predictor"}
 
 
 @dataclass
-class QualitySettings:
+class QualitySettings(Settings):
     model: Path = field(metadata={"help": "student folder with distill.json (a distill-train run or a merged export)"})
     data: Path = field(metadata={"help": "a distill-prepare folder (train/val/test.jsonl) or a labelled JSONL file to split here"})
     filter: str | None = field(default=None, metadata={"help": "filter of the labels; default: the one the model was trained for"})
-    split: str = field(default="test", metadata={"help": "held-out split to score: test or val"})
+    split: str = field(default="test", metadata={"choices": HELD_OUT, "help": "held-out split to score: test or val"})
     seed: int = field(default=42, metadata={"help": "split seed when --data is a labelled file (distill-prepare's default)"})
     limit: int = field(default=0, metadata={"help": "score only the first N held-out articles (0: all)"})
     batch_size: int = field(default=32, metadata={"help": "articles per student forward pass"})
 
-    def validate(self) -> None:
+    def problems(self) -> list[str]:
         problems = []
         if not (Path(self.model) / "distill.json").is_file():
             problems.append(f"--model: {self.model} has no distill.json (train or export a student first)")
@@ -46,12 +47,11 @@ class QualitySettings:
                          if not (data / name).is_file()]
         elif not data.is_file():
             problems.append(f"--data: {data}: no such file or folder")
-        if self.split not in ("test", "val"):
+        if self.split not in HELD_OUT:
             problems.append(f"--split: test or val (got {self.split!r})")
         if self.limit < 0 or self.batch_size < 1:
             problems.append("--limit must be 0 or more and --batch-size at least 1")
-        if problems:
-            raise ConfigError("invalid quality settings:\n  " + "\n  ".join(problems))
+        return problems
 
 
 def prepared_folder(settings: QualitySettings, filter_name: str, work: Path) -> Path:
@@ -71,8 +71,9 @@ def predict_all(settings: QualitySettings, folder: Path, dims: int) -> dict[str,
     from distill.artifact import Calibration
     from distill.ensemble import TokenRidge
     from distill.evaluate.baselines import MeanPredictor, TfidfRidge
-    from distill.train.data import read_split
-    from distill.train.model import load_student, predict_scores
+    from distill.splits import read_split
+    from distill.student.load import load_student
+    from distill.student.predict import predict_scores
 
     train, val = (read_split(folder / f"{name}.jsonl", dims) for name in ("train", "val"))
     held = read_split(folder / f"{settings.split}.jsonl", dims)
@@ -140,8 +141,7 @@ def run_quality(settings: QualitySettings) -> BenchResult:
     return BenchResult(
         name="quality", title=f"quality on {spec.id}: student vs oracle and baselines",
         columns=["metric", *PREDICTORS.values()], rows=metric_rows(spec, metrics), notes=notes,
-        settings={k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(settings).items()}
-        | {"metrics": _jsonable(metrics)},
+        settings=settings.to_json() | {"metrics": _jsonable(metrics)},
     )
 
 

@@ -1,10 +1,9 @@
 """CPU scoring throughput: distill-score backends against a plain transformers loop.
 
-    python -m distill.benchmarks.throughput --data labelled.jsonl --work /tmp/bench \\
-        --json throughput.json
+    distill-bench throughput --data labelled.jsonl --work /tmp/bench
 
 Builds (once, in --work) an all-MiniLM-L6-v2 student with a fresh regression
-head and a distill.json (`distill.train.model`), exports it with
+head and a distill.json (`distill.train.model.build_student`), exports it with
 `distill.export` (model.onnx + per-channel int8), then times on the same
 real articles:
 
@@ -15,23 +14,22 @@ real articles:
   postfilter, write; bf16 pays off on CPUs with AMX).
 
 Times exclude model loading and, for the compiled variant, the compile
-(both are reported as start-up seconds). Prints a table and writes JSON with the machine,
-the figures and the score parity between backends. The head is random, so
+(both are reported as start-up seconds). `run` returns the machine, the
+figures and the score parity between backends; `distill-bench throughput`
+turns them into its table and results files. The head is random, so
 this measures speed and agreement, not quality.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import platform
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from distill.benchmarks.common import describe_machine
 from distill.records import iter_json_lines
 from distill.truncation import article_text
 
@@ -50,7 +48,8 @@ def build_minilm_artifact(work: Path, data: Path, seed: int = 0) -> tuple[Path, 
     from distill.export.settings import ExportSettings
     from distill.filter_spec import load_filter
     from distill.local_models import minilm_dir
-    from distill.train.model import build_student, portable_base_name, save_student
+    from distill.student.load import portable_base_name
+    from distill.train.model import build_student, save_student
 
     student, export = work / "minilm-student", work / "minilm-export"
     spec = load_filter(FILTER)
@@ -145,6 +144,8 @@ def score_parity(a: Path, b: Path) -> dict[str, Any]:
 
 
 def run(data: Path, work: Path, limit: int, threads: int) -> dict[str, Any]:
+    """The figures `distill-bench throughput` reports; the machine is described before the runs start."""
+    machine = describe_machine() | {"threads": threads, "load_avg_1m": round(os.getloadavg()[0], 2)}
     work.mkdir(parents=True, exist_ok=True)
     student, export = build_minilm_artifact(work, data)
     corpus = work / "corpus.jsonl"
@@ -166,50 +167,5 @@ def run(data: Path, work: Path, limit: int, threads: int) -> dict[str, Any]:
         "torch-bf16-compiled vs torch-fp32": score_parity(work / "scored-torch-fp32.jsonl",
                                                           work / "scored-torch-bf16-compiled.jsonl"),
     }
-    return {"machine": _machine(threads), "model": "all-MiniLM-L6-v2 + fresh 8-dim head",
+    return {"machine": machine, "model": "all-MiniLM-L6-v2 + fresh 8-dim head",
             "max_tokens": max_tokens, "data": str(data), "results": results, "parity": parity}
-
-
-def _machine(threads: int) -> dict[str, Any]:
-    import onnxruntime
-    import torch
-
-    return {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "threads": threads,
-            "load_avg_1m": round(os.getloadavg()[0], 2), "torch": torch.__version__,
-            "onnxruntime": onnxruntime.__version__, "python": platform.python_version()}
-
-
-def print_table(report: dict[str, Any]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=f"scoring throughput, {report['model']}, {report['machine']['cores']}-core CPU")
-    for column in ("variant", "articles", "articles/s", "ms/article", "× baseline", "padding", "start-up s"):
-        table.add_column(column, justify="left" if column == "variant" else "right")
-    for r in report["results"]:
-        padding = f"{r['padding_share']:.0%}" if "padding_share" in r else "-"
-        table.add_row(r["name"], str(r["articles"]), f"{r['articles_per_s']:.1f}",
-                      f"{r['ms_per_article']:.2f}", f"{r['speedup_vs_baseline']:.2f}", padding,
-                      str(r.get("startup_s", "-")))
-    console = Console()
-    console.print(table)
-    for name, p in report["parity"].items():
-        console.print(f"parity {name}: max |diff| {p['max_abs']:.2e}, mean {p['mean_abs']:.2e} over {p['compared']} articles")
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, required=True, help="article JSONL (labelled, for the scaler and int8 gate)")
-    parser.add_argument("--work", type=Path, default=Path("bench-work"), help="folder for the artifact and outputs")
-    parser.add_argument("--limit", type=int, default=0, help="score only the first N articles (0: all)")
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="CPU threads for every variant")
-    parser.add_argument("--json", type=Path, default=Path("throughput.json"), help="where to write the results")
-    args = parser.parse_args(argv)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    report = run(args.data, args.work, args.limit, args.threads)
-    args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    print_table(report)
-
-
-if __name__ == "__main__":
-    main()

@@ -13,6 +13,9 @@ from pathlib import Path
 
 from distill.errors import DistillError
 
+# The hub id under which a model folder names the packaged all-MiniLM-L6-v2 (minilm_dir).
+MINILM_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
+
 
 def _package_dir(package: str, pip_name: str) -> Path:
     spec = importlib.util.find_spec(package)

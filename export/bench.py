@@ -15,8 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from distill.export.encode import batches, encode
+from distill.export.encode import batches
 from distill.export.merge import Student
+from distill.student.encode import encode_batch
 
 Runner = Callable[[dict[str, np.ndarray]], Any]
 
@@ -27,7 +28,7 @@ def throughput(
     """{"articles_per_s": {variant: float}, ...}: tokenisation is excluded from timing."""
     info = student.info
     prepared = [
-        encode(student.tokenizer, chunk, info.max_tokens, info.head_share, "right")
+        encode_batch(student.tokenizer, chunk, info.max_tokens, info.head_share)
         for chunk in batches(texts, batch_size)
     ]
     for run in runners.values():  # warm-up: first calls allocate and pick kernels

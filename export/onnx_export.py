@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from distill.errors import ModelArtifactError
+from distill.student.heads import head_name
 
 INPUTS = ("input_ids", "attention_mask")
 OUTPUT = "scores"
@@ -51,10 +51,10 @@ def scores_module(model: Any, decoder: bool) -> Any:
             steps = torch.arange(input_ids.shape[1], device=input_ids.device, dtype=torch.float32)
             last = (steps * attention_mask.to(torch.float32)).argmax(-1)
             pooled = hidden[torch.arange(input_ids.shape[0], device=input_ids.device), last]
-            return self.model.score(pooled).float()
+            return getattr(self.model, head)(pooled).float()
 
-    if decoder and not hasattr(model, "score"):
-        raise ModelArtifactError(f"{type(model).__name__}: decoder without a `score` head; cannot pool last token")
+    # Only the decoder path pools by hand; a model without a head is a ModelArtifactError.
+    head = head_name(model) if decoder else ""
     return Scores().eval()
 
 

@@ -17,10 +17,10 @@ import numpy as np
 
 from distill.artifact import TargetScaler
 from distill.errors import DistillError
-from distill.export.encode import Labelled, batches, encode
+from distill.export.encode import Labelled, batches
 from distill.export.merge import Student
-
-PADDING_SIDES = ("right", "left")
+from distill.student.encode import PADDING_SIDES, encode_batch, encode_texts
+from distill.student.predict import predict_sorted, torch_outputs
 
 
 class ExportCheckError(DistillError):
@@ -47,14 +47,6 @@ def run_onnx(session: Any, batch: dict[str, np.ndarray]) -> np.ndarray:
     return session.run(["scores"], batch)[0].astype(np.float64)
 
 
-def run_torch(model: Any, batch: dict[str, np.ndarray]) -> np.ndarray:
-    import torch
-
-    with torch.inference_mode():
-        tensors = {k: torch.from_numpy(v) for k, v in batch.items()}
-        return model(**tensors).logits.float().numpy().astype(np.float64)
-
-
 def check_parity(
     student: Student, session: Any, texts: list[str], batch_size: int, tolerance: float
 ) -> dict[str, Any]:
@@ -64,11 +56,11 @@ def check_parity(
     figures: dict[str, Any] = {"texts": len(texts), "batch_size": batch_size, "tolerance": tolerance}
     worst = {side: 0.0 for side in PADDING_SIDES}
     for chunk in batches(texts, batch_size):
-        right = encode(student.tokenizer, chunk, info.max_tokens, info.head_share, "right")
-        reference = run_torch(student.model, right)
+        right = encode_batch(student.tokenizer, chunk, info.max_tokens, info.head_share, "right")
+        reference = torch_outputs(student.model, right)
         for side in PADDING_SIDES:
-            batch = right if side == "right" else encode(student.tokenizer, chunk, info.max_tokens, info.head_share, side)
-            expected = reference if decoder or side == "right" else run_torch(student.model, batch)
+            batch = right if side == "right" else encode_batch(student.tokenizer, chunk, info.max_tokens, info.head_share, side)
+            expected = reference if decoder or side == "right" else torch_outputs(student.model, batch)
             worst[side] = max(worst[side], float(np.abs(run_onnx(session, batch) - expected).max()))
     figures.update({f"max_abs_diff_{side}_padded": worst[side] for side in PADDING_SIDES})
     figures["reference"] = "pytorch right-padded" if decoder else "pytorch on the same batch"
@@ -85,13 +77,12 @@ def check_parity(
 def predict_standardised(session: Any, student: Student, texts: list[str], batch_size: int) -> np.ndarray:
     """ONNX outputs for all texts, batched by length to keep padding low."""
     info = student.info
-    order = np.argsort([len(t) for t in texts], kind="stable")
-    out = np.zeros((len(texts), len(info.dimensions)))
-    for start in range(0, len(order), batch_size):
-        index = order[start : start + batch_size]
-        batch = encode(student.tokenizer, [texts[i] for i in index], info.max_tokens, info.head_share, "right")
-        out[index] = run_onnx(session, batch)
-    return out
+    token_ids = encode_texts(student.tokenizer, texts, info.max_tokens, info.head_share)
+
+    def run(ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        return run_onnx(session, {"input_ids": ids, "attention_mask": mask})
+
+    return predict_sorted(run, token_ids, student.tokenizer.pad_token_id, batch_size, len(info.dimensions))
 
 
 def variant_mae(name: str, session: Any, student: Student, data: Labelled, batch_size: int) -> VariantMAE:

@@ -24,8 +24,11 @@ from distill.artifact import StudentInfo
 from distill.ensemble import TokenRidge
 from distill.errors import ConfigError, ModelArtifactError
 from distill.serve.batcher import Backend, BackendLimits
+from distill.student.encode import pad_sequences
+from distill.student.files import ONNX_FILES as EXPORTED_ONNX
 
-ONNX_FILES = {"fp32": "model.onnx", "int8": "model.int8.onnx"}
+# The exports this scorer reads (fp16 is for GPU engines such as TensorRT).
+ONNX_FILES = {precision: EXPORTED_ONNX[precision] for precision in ("fp32", "int8")}
 # Padded tokens per batch and rows per batch: CPU caches favour small batches,
 # a GPU needs large ones to fill its cores.
 DEFAULT_LIMITS = {"cpu": (8192, 64), "cuda": (65536, 512)}
@@ -119,24 +122,12 @@ def open_backend(
 
 def pad_token_id(model_dir: Path) -> int:
     """The pad id the student was trained with (its saved tokenizer's, else eos)."""
-    from transformers import AutoTokenizer
+    from distill.student.load import load_tokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pad = load_tokenizer(model_dir).pad_token_id
     if pad is None:
         raise ModelArtifactError(f"{model_dir}: the tokenizer has neither a pad nor an eos token")
     return int(pad)
-
-
-def pad_right(sequences: list[list[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """int64 input_ids and attention_mask [n, longest], plus the lengths."""
-    lengths = np.fromiter((len(s) for s in sequences), dtype=np.int64, count=len(sequences))
-    width = int(lengths.max())
-    ids = np.full((len(sequences), width), pad_id, dtype=np.int64)
-    for row, seq in enumerate(sequences):
-        ids[row, : len(seq)] = seq
-    mask = (np.arange(width)[None, :] < lengths[:, None]).astype(np.int64)
-    return ids, mask, lengths
 
 
 class TorchBackend:
@@ -157,7 +148,8 @@ class TorchBackend:
                  choice: BackendChoice, threads: int, compile_model: bool = False):
         import torch
 
-        from distill.train.model import head_name, load_student
+        from distill.student.heads import head_name
+        from distill.student.load import load_student
 
         torch.set_num_threads(threads)
         model, _, _ = load_student(model_dir, device="cpu")
@@ -182,7 +174,8 @@ class TorchBackend:
     def predict(self, sequences: list[list[int]]) -> np.ndarray:
         import torch
 
-        ids, mask, lengths = pad_right(sequences, self.pad_id)
+        ids, mask = pad_sequences(sequences, self.pad_id)
+        lengths = mask.sum(axis=1)
         padded = bool((lengths != ids.shape[1]).any())
         attention = self._to_device(mask) if padded or self.compiled else None
         with torch.inference_mode():
@@ -255,7 +248,7 @@ class OnnxBackend:
         self.path = path
 
     def predict(self, sequences: list[list[int]]) -> np.ndarray:
-        ids, mask, _ = pad_right(sequences, self.pad_id)
+        ids, mask = pad_sequences(sequences, self.pad_id)
         out = self.session.run(None, {"input_ids": ids, "attention_mask": mask})[0]
         if out.shape != (len(sequences), self.dimensions):
             raise ModelArtifactError(

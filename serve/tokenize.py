@@ -1,9 +1,9 @@
 """Student tokenisation, in the main process or in worker processes ahead of the model.
 
 An article becomes `article_text(title, body)` and then token ids through
-the training code's own `encode_texts` (one fast-tokenizer batch call, head +
-tail cut to the student's `max_tokens` counting special tokens), so the
-scorer can never drift from what the student was trained on. Text past a
+the student's own `distill.student.encode.encode_texts` (one fast-tokenizer
+batch call, head + tail cut to the student's `max_tokens` counting special
+tokens), so the scorer can never drift from what the student was trained on. Text past a
 generous character bound is cut first (`clip_chars`), which leaves the ids
 unchanged and keeps a 50 MB article from taking minutes and gigabytes.
 
@@ -24,7 +24,7 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 from distill.errors import DistillError
-from distill.train.model import encode_texts
+from distill.student.encode import encode_texts
 from distill.truncation import clip_chars
 
 

@@ -14,14 +14,10 @@ from safetensors.torch import load_file, save_file  # noqa: E402
 
 from distill.artifact import StudentInfo  # noqa: E402
 from distill.errors import ModelArtifactError  # noqa: E402
-from distill.train.model import (  # noqa: E402
-    build_student,
-    head_state,
-    load_student,
-    predict_scores,
-    save_student,
-    verify_head,
-)
+from distill.student.heads import head_state, verify_head  # noqa: E402
+from distill.student.load import load_student  # noqa: E402
+from distill.student.predict import predict_scores  # noqa: E402
+from distill.train.model import build_student, save_student  # noqa: E402
 
 DIMS = [f"d{i}" for i in range(8)]
 TEXTS = ["Solar plant opens in Spain. " * 30, "A short note.", "Battery pilot results."]

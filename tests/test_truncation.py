@@ -74,7 +74,7 @@ def test_clipping_before_tokenising_gives_the_same_ids(request, tokenizer_fixtur
     student's ids are the same whether the text was clipped first or tokenised whole."""
     from transformers import AutoTokenizer
 
-    from distill.train.model import encode_texts
+    from distill.student.encode import encode_texts
 
     tokenizer = AutoTokenizer.from_pretrained(str(request.getfixturevalue(tokenizer_fixture)))
     tokenizer.model_max_length = 1 << 30

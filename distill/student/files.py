@@ -1,0 +1,15 @@
+"""File names inside a student model folder.
+
+distill.json and calibration.json are named in distill.artifact, ensemble.npz
+in distill.ensemble; these are the weights.
+"""
+
+from __future__ import annotations
+
+ADAPTER_FILE = "adapter_model.safetensors"  # peft-lora: LoRA weights plus the trained head
+ADAPTER_CONFIG_FILE = "adapter_config.json"
+FULL_FILE = "model.safetensors"  # full and merged: one file ...
+FULL_INDEX_FILE = "model.safetensors.index.json"  # ... or shards listed here
+WEIGHTS_FORMATS = ("peft-lora", "full", "merged")
+# What distill-export writes and distill-score reads, per precision.
+ONNX_FILES = {"fp32": "model.onnx", "int8": "model.int8.onnx", "fp16": "model.fp16.onnx"}
