@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import io
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -37,6 +38,20 @@ def token_features(ids: Sequence[int]) -> list[str]:
     return words + [f"{a}_{b}" for a, b in zip(words[:-1], words[1:], strict=True)]
 
 
+def fit_ridge(features: Any, targets: np.ndarray, val_features: Any, val_targets: np.ndarray,
+              alphas: Sequence[float], post: Callable[[np.ndarray], np.ndarray] = lambda p: p) -> tuple[float, Any]:
+    """(alpha, fitted sklearn Ridge) with the lowest val MAE of `post(prediction)`; the first alpha wins ties."""
+    from sklearn.linear_model import Ridge
+
+    best = None
+    for alpha in alphas:
+        ridge = Ridge(alpha=alpha).fit(features, targets)
+        mae = float(np.abs(post(ridge.predict(val_features)) - val_targets).mean())
+        if best is None or mae < best[0]:
+            best = (mae, alpha, ridge)
+    return best[1], best[2]
+
+
 class TokenRidge:
     """TF-IDF (sublinear tf, l2 norm) over token uni+bigrams, then a linear map to D outputs."""
 
@@ -51,18 +66,10 @@ class TokenRidge:
             val_ids: Sequence[Sequence[int]], val_targets: np.ndarray) -> TokenRidge:
         """Fit on standardised targets; ridge alpha chosen by val MAE (same scale)."""
         from sklearn.feature_extraction.text import TfidfVectorizer
-        from sklearn.linear_model import Ridge
 
         vectorizer = TfidfVectorizer(analyzer=token_features, sublinear_tf=True, min_df=MIN_DOCUMENTS)
         features = vectorizer.fit_transform(train_ids)
-        val_features = vectorizer.transform(val_ids)
-        best = None
-        for alpha in RIDGE_ALPHAS:
-            ridge = Ridge(alpha=alpha).fit(features, train_targets)
-            mae = float(np.abs(ridge.predict(val_features) - val_targets).mean())
-            if best is None or mae < best[0]:
-                best = (mae, ridge)
-        ridge = best[1]
+        _, ridge = fit_ridge(features, train_targets, vectorizer.transform(val_ids), val_targets, RIDGE_ALPHAS)
         return cls(vectorizer, ridge.coef_, ridge.intercept_)
 
     def predict(self, sequences: Sequence[Sequence[int]]) -> np.ndarray:

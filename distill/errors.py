@@ -28,7 +28,12 @@ class ModelArtifactError(DistillError):
 
 
 def raise_settings_problems(problems: list[str]) -> None:
-    """One ConfigError listing every problem with a run's settings, if there are any."""
+    """One ConfigError listing every problem with a run's settings, if there are any.
+
+    A single problem stays on one line, so the CLI's error is one clean line.
+    """
+    if len(problems) == 1:
+        raise ConfigError(f"invalid settings: {problems[0]}")
     if problems:
         raise ConfigError("invalid settings:\n  " + "\n  ".join(problems))
 

@@ -1,5 +1,9 @@
 """Streaming JSONL records: articles in, labelled / training / scored records out.
 
+The typed records: `Article` (what distill-label reads), `LabelledRecord` (what
+it writes: the article + scores + oracle), `TrainingExample` (one line of a
+distill-prepare split), each with `from_json` / `to_json`.
+
 Readers yield one record at a time so memory stays flat on any corpus size.
 A bad line is never fatal and never silent: it becomes a `Reject` naming the
 file, line and reason, which callers count and write to a rejects file
@@ -29,8 +33,8 @@ import math
 import os
 import re
 import zlib
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, BinaryIO, TextIO
 
@@ -224,6 +228,109 @@ def parse_article(obj: dict[str, Any]) -> Article:
         raise ValueError("field 'title': not a string")
     extra = {k: v for k, v in obj.items() if k not in ("id", "content", "text", "title")}
     return Article(id=article_id, text=text, title=title, extra=extra)
+
+
+def scores_object(obj: Mapping[str, Any], scores_field: str = "scores") -> dict[str, Any]:
+    """The object at `scores_field` (dots walk nested objects); ValueError if absent."""
+    value: Any = obj
+    for part in scores_field.split("."):
+        value = value.get(part) if isinstance(value, Mapping) else None
+    if not isinstance(value, dict):
+        raise ValueError(f"field '{scores_field}': missing or not an object")
+    return value
+
+
+def score_like_names(raw: Mapping[str, Any]) -> set[str]:
+    """Keys holding a number or a {score: ...} object: nested analysis objects from
+    other tools also carry text fields (reasoning, content_type) that are not dimensions."""
+    return {
+        k
+        for k, v in raw.items()
+        if (isinstance(v, (int, float)) and not isinstance(v, bool))
+        or (isinstance(v, dict) and "score" in v)
+    }
+
+
+@dataclass
+class LabelledRecord:
+    """One line of labelled.jsonl: the article's fields, the oracle's `scores`
+    {dimension: 0-10} and `oracle` (model, prompt hash, tokens, cost)."""
+
+    article: Article
+    scores: dict[str, float]  # in the order of the dimensions asked for
+    oracle: dict[str, Any] = field(default_factory=dict)
+    content_type: str | None = None  # what the filter's content-type caps read
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any], dimensions: Sequence[str], scores_field: str = "scores",
+                  allow_extra: bool = False) -> LabelledRecord:
+        """A record from a JSON object; raises ValueError naming the bad field.
+
+        `scores_field` (dots for nesting) may be another tool's analysis object: a
+        dimension holds a number or {score: number}, and keys holding neither
+        (reasoning, content_type) are not dimensions. A score-like key outside
+        `dimensions` is refused unless `allow_extra`.
+        """
+        article = parse_article(obj)
+        raw = scores_object(obj, scores_field)
+        extra = sorted(score_like_names(raw) - set(dimensions)) if not allow_extra else []
+        if extra:
+            raise ValueError(f"field '{scores_field}': unexpected dimension(s) {', '.join(extra)}")
+        missing = [d for d in dimensions if d not in raw]
+        if missing:
+            raise ValueError(f"field '{scores_field}': missing dimension(s) {', '.join(missing)}")
+        scores = {d: check_score(raw[d], f"{scores_field}.{d}") for d in dimensions}
+        content_type = obj.get("content_type", raw.get("content_type"))
+        oracle = obj.get("oracle")
+        oracle = oracle if isinstance(oracle, dict) else {}
+        kept = {k: v for k, v in article.extra.items() if k != "scores" and not (k == "oracle" and oracle)}
+        return cls(replace(article, extra=kept), scores, oracle,
+                   content_type if isinstance(content_type, str) else None)
+
+    def to_json(self) -> dict[str, Any]:
+        row = {**self.article.to_json(), "scores": dict(self.scores)}
+        if self.oracle:
+            row["oracle"] = dict(self.oracle)
+        return row
+
+
+@dataclass
+class TrainingExample:
+    """One line of a distill-prepare split (train/val/test.jsonl): what the student learns from."""
+
+    id: str
+    text: str  # title + body, already cut to the student's budget
+    dimension_scores: list[float]  # in the filter's dimension order
+    overall_score: float | None = None
+    tier: str = ""
+    weight: float | None = None  # per-example loss weight: train, with --weighting, only
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any], num_dimensions: int) -> TrainingExample:
+        """An example from a JSON object; raises ValueError naming the bad field."""
+        text = obj.get("text")
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError("field 'text': missing or not a non-empty string")
+        scores = obj.get("dimension_scores")
+        if not isinstance(scores, list) or len(scores) != num_dimensions:
+            raise ValueError(f"field 'dimension_scores': expected a list of {num_dimensions} scores")
+        values = [check_score(v, "dimension_scores") for v in scores]
+        weight = obj.get("weight", 1.0)
+        if not isinstance(weight, (int, float)) or not weight > 0:
+            raise ValueError("field 'weight': must be a positive number")
+        overall = obj.get("overall_score")
+        overall = float(overall) if isinstance(overall, (int, float)) and not isinstance(overall, bool) else None
+        return cls(str(obj.get("id", "")), text, values, overall, str(obj.get("tier", "")),
+                   float(weight) if "weight" in obj else None)
+
+    def to_json(self) -> dict[str, Any]:
+        row: dict[str, Any] = {"id": self.id, "text": self.text, "dimension_scores": list(self.dimension_scores)}
+        if self.overall_score is not None:
+            row["overall_score"] = self.overall_score
+        row["tier"] = self.tier
+        if self.weight is not None:
+            row["weight"] = self.weight
+        return row
 
 
 def read_articles(

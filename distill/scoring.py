@@ -98,6 +98,11 @@ def tier_for(spec: FilterSpec, overall: float) -> str:
     return spec.tiers[-1].name
 
 
+def top_populated_tier(spec: FilterSpec, support: Mapping[str, int]) -> str | None:
+    """The highest tier above the lowest with any examples (`support`: count per tier), else None."""
+    return next((name for name in spec.tier_names[:-1] if support.get(name, 0) > 0), None)
+
+
 def tiers_for(spec: FilterSpec, overall: np.ndarray) -> list[str]:
     """Vectorised tier_for."""
     mins = np.array([t.min_score for t in spec.tiers])

@@ -6,7 +6,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-RIDGE_ALPHAS = (0.3, 1.0, 3.0, 10.0)
+from distill.ensemble import fit_ridge
+
+TFIDF_ALPHAS = (0.3, 1.0, 3.0, 10.0)
 
 
 class MeanPredictor:
@@ -41,17 +43,11 @@ class TfidfRidge:
             ngram_range=(1, 2), min_df=2, max_features=self.max_features, sublinear_tf=True
         )
         features = self.vectorizer.fit_transform(texts)
-        alphas = RIDGE_ALPHAS if val_texts is not None and val_targets is not None else (1.0,)
-        best = None
-        for alpha in alphas:
-            model = Ridge(alpha=alpha).fit(features, targets)
-            if len(alphas) == 1:
-                best = (0.0, alpha, model)
-                break
-            mae = np.abs(self._clip(model.predict(self.vectorizer.transform(val_texts))) - val_targets).mean()
-            if best is None or mae < best[0]:
-                best = (mae, alpha, model)
-        _, self.alpha, self.model = best
+        if val_texts is None or val_targets is None:
+            self.alpha, self.model = 1.0, Ridge(alpha=1.0).fit(features, targets)
+        else:
+            self.alpha, self.model = fit_ridge(features, targets, self.vectorizer.transform(val_texts), val_targets,
+                                               TFIDF_ALPHAS, post=self._clip)
         return self
 
     @staticmethod

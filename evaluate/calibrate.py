@@ -15,7 +15,6 @@ import numpy as np
 
 from distill.artifact import Calibration
 
-METHODS = ("isotonic", "linear", "isotonic+rounded", "linear+rounded", "rounded")
 # Grid on which a map followed by rounding is turned back into knots.
 _STAIR_STEP = 0.001
 

@@ -11,20 +11,13 @@ from typing import Any
 import numpy as np
 
 from distill.filter_spec import FilterSpec
-from distill.scoring import overall_scores, tiers_for
+from distill.scoring import overall_scores, tiers_for, top_populated_tier
+from distill.stats import spearman
 
 # The seed guide's success criteria.
 MAX_DIMENSION_MAE = 1.5
 MIN_TIER_ACCURACY = 0.70
 MIN_TOP_TIER_RECALL = 0.60
-
-
-def spearman(a: np.ndarray, b: np.ndarray) -> float:
-    from scipy.stats import spearmanr
-
-    if np.std(a) == 0 or np.std(b) == 0:
-        return float("nan")  # a constant predictor has no ranking
-    return float(spearmanr(a, b).statistic)
 
 
 def tier_report(spec: FilterSpec, true_tiers: list[str], pred_tiers: list[str]) -> dict[str, Any]:
@@ -69,14 +62,6 @@ def evaluate_predictions(spec: FilterSpec, pred: np.ndarray, true: np.ndarray) -
     }
 
 
-def top_populated_tier(spec: FilterSpec, metrics: dict[str, Any]) -> str | None:
-    """The highest tier (above the lowest) that has oracle examples in this split."""
-    for name in spec.tier_names[:-1]:
-        if metrics["tiers"]["per_tier"][name]["support"] > 0:
-            return name
-    return None
-
-
 def success_criteria(spec: FilterSpec, metrics: dict[str, Any]) -> list[dict[str, Any]]:
     """The seed's criteria, each with its value and pass/fail."""
     worst = max(metrics["dimensions"].items(), key=lambda kv: kv[1]["mae"])
@@ -86,9 +71,14 @@ def success_criteria(spec: FilterSpec, metrics: dict[str, Any]) -> list[dict[str
         {"criterion": f"tier accuracy >= {MIN_TIER_ACCURACY:.0%}", "value": f"{metrics['tiers']['accuracy']:.1%}",
          "passed": metrics["tiers"]["accuracy"] >= MIN_TIER_ACCURACY},
     ]
-    top = top_populated_tier(spec, metrics)
+    top = top_populated_tier(spec, tier_support(metrics))
     if top is not None:
         recall = metrics["tiers"]["per_tier"][top]["recall"]
         checks.append({"criterion": f"recall of top populated tier ({top}) >= {MIN_TOP_TIER_RECALL:.0%}",
                        "value": f"{recall:.3f}", "passed": bool(recall >= MIN_TOP_TIER_RECALL)})
     return checks
+
+
+def tier_support(metrics: dict[str, Any]) -> dict[str, int]:
+    """Oracle examples per tier, from the metrics of one prediction set."""
+    return {name: tier["support"] for name, tier in metrics["tiers"]["per_tier"].items()}

@@ -5,7 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from distill.evaluate.metrics import tier_support
 from distill.filter_spec import FilterSpec
+from distill.scoring import top_populated_tier
+from distill.tables import markdown_table
 
 PREDICTORS = {"student": "student", "student_alone": "student without its ensemble ridge",
               "tfidf_ridge": "TF-IDF + ridge", "mean": "mean predictor"}
@@ -15,19 +18,7 @@ def _f(value: float, digits: int = 3) -> str:
     return "n/a" if value != value else f"{value:.{digits}f}"  # NaN check without numpy
 
 
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    return lines + ["| " + " | ".join(row) + " |" for row in rows]
-
-
-def _top_tier(spec: FilterSpec, metrics: dict[str, Any]) -> str:
-    tiers = metrics["student"]["tiers"]["per_tier"]
-    return next((t for t in spec.tier_names[:-1] if tiers[t]["support"]), spec.tier_names[0])
-
-
 def write_report(path: Path, spec: FilterSpec, metrics: dict[str, Any], figures: dict[str, Path]) -> Path:
-    student = metrics["student"]
-    top = _top_tier(spec, metrics)
     lines = [
         f"# Evaluation: {metrics['artifact']}",
         "",
@@ -37,37 +28,14 @@ def write_report(path: Path, spec: FilterSpec, metrics: dict[str, Any], figures:
         "",
         "## Success criteria",
         "",
-        *_table(["criterion", "value", "result"],
-                [[c["criterion"], c["value"], "PASS" if c["passed"] else "FAIL"] for c in metrics["criteria"]]),
+        *markdown_table(["criterion", "value", "result"],
+                        [[c["criterion"], c["value"], "PASS" if c["passed"] else "FAIL"] for c in metrics["criteria"]]),
         "",
-        "## Per dimension (student as shipped)",
+        *_dimensions(metrics["student"]),
         "",
-        *_table(["dimension", "MAE", "RMSE", "Spearman"],
-                [[n, _f(d["mae"]), _f(d["rmse"]), _f(d["spearman"])] for n, d in student["dimensions"].items()]),
+        *_baselines(spec, metrics),
         "",
-        f"Mean MAE over dimensions {_f(student['mae'])}; overall-score MAE {_f(student['overall_mae'])} "
-        f"(Spearman {_f(student['overall_spearman'])}).",
-        "",
-        "## Student vs baselines, under the same post-processing",
-        "",
-        "Every post-processing is fitted on val for each predictor separately and applied to test."
-        + (f" The student is an ensemble: {metrics['ensemble_student_weight']:.2f} x the network + the rest x a "
-           "TF-IDF + ridge over its own tokens (ensemble.npz); the network alone is listed too."
-           if metrics.get("ensemble_student_weight") is not None else ""),
-        "",
-        *_comparison(metrics, top),
-        "",
-        "## Tiers (student as shipped)",
-        "",
-        f"Tier accuracy {student['tiers']['accuracy']:.1%}.",
-        "",
-        *_table(["tier", "precision", "recall", "F1", "support", "predicted"],
-                [[t, _f(m["precision"]), _f(m["recall"]), _f(m["f1"]), str(m["support"]), str(m["predicted"])]
-                 for t, m in student["tiers"]["per_tier"].items()]),
-        "",
-        "Confusion matrix (rows: oracle tier, columns: student tier):",
-        "",
-        *_confusion(student["tiers"]["confusion"]),
+        *_tiers(metrics["student"]),
         "",
         *[f"![{name}]({p.name})" for name, p in figures.items()],
         "",
@@ -77,6 +45,48 @@ def write_report(path: Path, spec: FilterSpec, metrics: dict[str, Any], figures:
     ]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
+
+
+def _dimensions(student: dict[str, Any]) -> list[str]:
+    return [
+        "## Per dimension (student as shipped)",
+        "",
+        *markdown_table(["dimension", "MAE", "RMSE", "Spearman"],
+                        [[n, _f(d["mae"]), _f(d["rmse"]), _f(d["spearman"])] for n, d in student["dimensions"].items()]),
+        "",
+        f"Mean MAE over dimensions {_f(student['mae'])}; overall-score MAE {_f(student['overall_mae'])} "
+        f"(Spearman {_f(student['overall_spearman'])}).",
+    ]
+
+
+def _baselines(spec: FilterSpec, metrics: dict[str, Any]) -> list[str]:
+    top = top_populated_tier(spec, tier_support(metrics["student"])) or spec.tier_names[0]
+    return [
+        "## Student vs baselines, under the same post-processing",
+        "",
+        "Every post-processing is fitted on val for each predictor separately and applied to test."
+        + (f" The student is an ensemble: {metrics['ensemble_student_weight']:.2f} x the network + the rest x a "
+           "TF-IDF + ridge over its own tokens (ensemble.npz); the network alone is listed too."
+           if metrics.get("ensemble_student_weight") is not None else ""),
+        "",
+        *_comparison(metrics, top),
+    ]
+
+
+def _tiers(student: dict[str, Any]) -> list[str]:
+    return [
+        "## Tiers (student as shipped)",
+        "",
+        f"Tier accuracy {student['tiers']['accuracy']:.1%}.",
+        "",
+        *markdown_table(["tier", "precision", "recall", "F1", "support", "predicted"],
+                        [[t, _f(m["precision"]), _f(m["recall"]), _f(m["f1"]), str(m["support"]), str(m["predicted"])]
+                         for t, m in student["tiers"]["per_tier"].items()]),
+        "",
+        "Confusion matrix (rows: oracle tier, columns: student tier):",
+        "",
+        *_confusion(student["tiers"]["confusion"]),
+    ]
 
 
 def _comparison(metrics: dict[str, Any], top: str) -> list[str]:
@@ -92,13 +102,13 @@ def _comparison(metrics: dict[str, Any], top: str) -> list[str]:
                          _f(m["tiers"]["per_tier"][top]["recall"]), _f(m["tiers"]["per_tier"][top]["precision"])])
     header = ["post-processing", "predictor", "MAE", "below TF-IDF", "overall MAE", "tier acc.",
               f"{top} recall", f"{top} precision"]
-    return _table(header, rows)
+    return markdown_table(header, rows)
 
 
 def _confusion(confusion: dict[str, Any]) -> list[str]:
     labels = confusion["labels"]
-    return _table(["oracle \\ student", *labels],
-                  [[label, *map(str, row)] for label, row in zip(labels, confusion["matrix"], strict=True)])
+    return markdown_table(["oracle \\ student", *labels],
+                          [[label, *map(str, row)] for label, row in zip(labels, confusion["matrix"], strict=True)])
 
 
 def _training(training: dict[str, Any]) -> list[str]:
@@ -112,5 +122,5 @@ def _training(training: dict[str, Any]) -> list[str]:
         for k, v in training.items()
         if k in keys[:-2] and v not in (None, False) and k != "train_seconds"
     )
-    return [*_table(["setting", "value"], rows), "", "Retrain with:", "",
+    return [*markdown_table(["setting", "value"], rows), "", "Retrain with:", "",
             f"    distill-train --filter <filter> --data-dir <splits> {flags}"]

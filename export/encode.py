@@ -1,8 +1,8 @@
-"""Texts for parity and the MAE gate, and the student's tokenisation as numpy batches.
+"""Texts for parity and the MAE gate.
 
-Tokenisation is the student's own (distill.train.model.encode_texts: head +
-tail cut to `max_tokens`, special tokens around), padded on the side asked
-for, so the same batch can be checked left- and right-padded.
+They are tokenised and padded as the student reads them by
+distill.student.encode.encode_batch (left or right, so the same batch can be
+checked both ways).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from distill.records import check_score, parse_article, read_records
+from distill.records import LabelledRecord, TrainingExample, read_records
 from distill.truncation import article_text
 
 
@@ -22,23 +22,6 @@ class Labelled:
     texts: list[str]
     labels: np.ndarray  # [N, D] on the 0-10 scale, in distill.json dimension order
     rejected: int = 0
-
-
-def encode(
-    tokenizer: Any, texts: list[str], max_tokens: int, head_share: float, padding_side: str
-) -> dict[str, np.ndarray]:
-    """int64 `input_ids` and `attention_mask` [batch, longest], padded left or right."""
-    from distill.train.model import encode_texts
-
-    rows = encode_texts(tokenizer, texts, max_tokens, head_share)
-    width = max(len(row) for row in rows)
-    ids = np.full((len(rows), width), tokenizer.pad_token_id, dtype=np.int64)
-    mask = np.zeros((len(rows), width), dtype=np.int64)
-    for i, row in enumerate(rows):
-        span = slice(width - len(row), width) if padding_side == "left" else slice(0, len(row))
-        ids[i, span] = row
-        mask[i, span] = 1
-    return {"input_ids": ids, "attention_mask": mask}
 
 
 def batches(texts: list[str], size: int) -> list[list[str]]:
@@ -52,16 +35,12 @@ def read_labelled(path: str | Path, dimensions: list[str], limit: int) -> Labell
 
     def parse(obj: dict[str, Any]) -> tuple[str, list[float]]:
         if isinstance(obj.get("scores"), dict):
-            article = parse_article(obj)
-            scores = obj["scores"]
-            missing = [d for d in dimensions if d not in scores]
-            if missing:
-                raise ValueError(f"field 'scores': missing {missing}")
-            return article_text(article.title, article.text), [check_score(scores[d], f"scores.{d}") for d in dimensions]
-        values = obj.get("dimension_scores")
-        if not isinstance(obj.get("text"), str) or not isinstance(values, list) or len(values) != len(dimensions):
+            record = LabelledRecord.from_json(obj, dimensions, allow_extra=True)
+            return article_text(record.article.title, record.article.text), list(record.scores.values())
+        if "dimension_scores" not in obj:
             raise ValueError(f"needs 'scores' {{dimension: score}} or 'text' + {len(dimensions)} 'dimension_scores'")
-        return obj["text"], [check_score(v, "dimension_scores") for v in values]
+        example = TrainingExample.from_json(obj, len(dimensions))
+        return example.text, example.dimension_scores
 
     texts, labels = [], []
     for text, scores in read_records([path], parse, rejects):

@@ -15,7 +15,7 @@ from typing import Any
 
 from distill.artifact import writing
 from distill.export import bench, report, tensorrt
-from distill.export.encode import Labelled, encode, read_labelled, sample_texts, spread_by_length
+from distill.export.encode import Labelled, read_labelled, sample_texts, spread_by_length
 from distill.export.merge import Student, load_merged, save_merged
 from distill.export.onnx_export import export_onnx
 from distill.export.quantize import convert_fp16, fusion_for, quantize_int8
@@ -26,19 +26,20 @@ from distill.export.validate import (
     gate,
     ort_session,
     run_onnx,
-    run_torch,
     variant_mae,
 )
+from distill.student.encode import encode_batch
+from distill.student.files import ONNX_FILES
+from distill.student.predict import torch_outputs
 
 Echo = Callable[[str], None]
 # Batches of 8 mixed-length texts: enough padding to exercise both padding sides.
 PARITY_BATCH = 8
-VARIANT_FILES = {"fp32": "model.onnx", "int8": "model.int8.onnx", "fp16": "model.fp16.onnx"}
 
 
 def run_export(settings: ExportSettings, echo: Echo = print) -> dict[str, Any]:
     """Build the export folder `settings.output`; returns the report written there."""
-    settings.check()
+    settings.validate()
     if settings.threads:
         import torch
 
@@ -69,10 +70,10 @@ def _build(settings: ExportSettings, student: Student, data: Labelled | None, fo
     if not settings.onnx:
         return report.finish(result, folder)
     example = data.texts[:2] if data and len(data.texts) >= 2 else sample_texts()[:2]
-    batch = encode(student.tokenizer, example, student.info.max_tokens, student.info.head_share, "right")
+    batch = encode_batch(student.tokenizer, example, student.info.max_tokens, student.info.head_share)
     result["onnx"] = export_onnx(student.model, student.info.architecture == "decoder", batch,
-                                 folder / VARIANT_FILES["fp32"], settings.opset)
-    sessions = {"fp32": ort_session(folder / VARIANT_FILES["fp32"], settings.threads)}
+                                 folder / ONNX_FILES["fp32"], settings.opset)
+    sessions = {"fp32": ort_session(folder / ONNX_FILES["fp32"], settings.threads)}
     parity_texts = spread_by_length(data.texts, settings.parity_texts) if data else sample_texts()
     result["parity"] = check_parity(student, sessions["fp32"], parity_texts, PARITY_BATCH, settings.parity_tolerance)
     echo(_parity_line(result["parity"]))
@@ -104,11 +105,11 @@ def _variants(settings: ExportSettings, student: Student, folder: Path, onnx_inf
     if settings.quantize == "int8":
         fusion = fusion_for(student.model.config)
         onnx_info["int8_fused_for"] = fusion.model_type if fusion else None
-        quantize_int8(folder / VARIANT_FILES["fp32"], folder / VARIANT_FILES["int8"], external, fusion)
-        made["int8"] = ort_session(folder / VARIANT_FILES["int8"], settings.threads)
+        quantize_int8(folder / ONNX_FILES["fp32"], folder / ONNX_FILES["int8"], external, fusion)
+        made["int8"] = ort_session(folder / ONNX_FILES["int8"], settings.threads)
     if settings.fp16:
-        convert_fp16(folder / VARIANT_FILES["fp32"], folder / VARIANT_FILES["fp16"], external)
-        made["fp16"] = ort_session(folder / VARIANT_FILES["fp16"], settings.threads)
+        convert_fp16(folder / ONNX_FILES["fp32"], folder / ONNX_FILES["fp16"], external)
+        made["fp16"] = ort_session(folder / ONNX_FILES["fp16"], settings.threads)
     return made
 
 
@@ -134,7 +135,7 @@ def _speed(settings: ExportSettings, student: Student, data: Labelled | None, se
     pool = data.texts if data else sample_texts()
     texts = [pool[i % len(pool)] for i in range(settings.bench_articles)]
     _fastest_torch_attention(student.model)
-    runners = {"pytorch_fp32": lambda batch: run_torch(student.model, batch)}
+    runners = {"pytorch_fp32": lambda batch: torch_outputs(student.model, batch)}
     for name, session in sessions.items():
         runners[f"onnx_{name}"] = lambda batch, session=session: run_onnx(session, batch)
     figures = bench.throughput(student, runners, texts, settings.bench_batch, settings.bench_rounds)
@@ -158,7 +159,7 @@ def _tensorrt(settings: ExportSettings, student: Student, folder: Path, echo: Ec
     if not tensorrt.available():
         echo(tensorrt.NOT_INSTALLED)
         return {"built": False, "reason": tensorrt.NOT_INSTALLED}
-    return tensorrt.build_engine(folder / VARIANT_FILES["fp32"], folder / "model.plan",
+    return tensorrt.build_engine(folder / ONNX_FILES["fp32"], folder / "model.plan",
                                  settings.bench_batch, student.info.max_tokens, settings.fp16)
 
 

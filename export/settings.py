@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from distill.artifact import INFO_FILE
-from distill.errors import ConfigError
+from distill.settings import Settings
 
 QUANTIZE_CHOICES = ("int8",)
 
 
 @dataclass
-class ExportSettings:
-    model_dir: Path = field(metadata={"help": "trained student folder (holds distill.json)"})
-    output: Path = field(metadata={"help": "export folder to create, e.g. exports/NAME"})
+class ExportSettings(Settings):
+    model_dir: Path = field(metadata={"help": "trained student folder (holds distill.json)", "argument": True})
+    output: Path = field(metadata={"help": "export folder to create, e.g. exports/NAME", "aliases": ("-o",)})
     onnx: bool = field(default=False, metadata={"help": "also write model.onnx and validate it against PyTorch"})
-    quantize: str | None = field(default=None, metadata={"help": "write model.int8.onnx (dynamic, per-channel); needs --onnx"})
+    quantize: str | None = field(default=None, metadata={"choices": QUANTIZE_CHOICES, "help": "write model.int8.onnx (dynamic, per-channel); needs --onnx"})
     fp16: bool = field(default=False, metadata={"help": "write model.fp16.onnx for GPU serving; needs --onnx"})
     tensorrt: bool = field(default=False, metadata={"help": "build a TensorRT engine (model.plan) when tensorrt is installed"})
     validation_data: Path | None = field(default=None, metadata={"help": "labelled or training-example JSONL for the MAE gate and parity texts"})
@@ -63,20 +63,3 @@ class ExportSettings:
         if not self.parity_tolerance > 0 or not self.mae_tolerance >= 0:
             found.append("--parity-tolerance must be > 0 and --mae-tolerance >= 0")
         return found
-
-    def check(self) -> None:
-        found = self.problems()
-        if found:
-            raise ConfigError("; ".join(found))
-
-    def to_json(self) -> dict:
-        return {f.name: (str(v) if isinstance(v := getattr(self, f.name), Path) else v) for f in fields(self)}
-
-
-def flag_spec(name: str) -> dict:
-    """Help text and default of one settings field, so CLI flags share the dataclass's."""
-    spec = next(f for f in fields(ExportSettings) if f.name == name)
-    found = {"help": spec.metadata["help"]}
-    if spec.default is not MISSING:
-        found["default"] = spec.default
-    return found

@@ -18,6 +18,7 @@ from rich.table import Table
 
 from distill.errors import DistillError
 from distill.records import check_score, iter_json_lines
+from distill.stats import spearman
 
 
 @dataclass(frozen=True)
@@ -44,26 +45,6 @@ class Agreement:
             "dimensions": {d.name: {"n": d.n, "mae": d.mae, "spearman": d.spearman, "alpha": d.alpha}
                            for d in self.dimensions},
         }
-
-
-def rankdata(values: np.ndarray) -> np.ndarray:
-    """Ranks from 1, ties given their average rank."""
-    order = np.argsort(values, kind="mergesort")
-    ranks = np.empty(len(values), dtype=float)
-    sorted_values = values[order]
-    start = 0
-    for end in range(1, len(values) + 1):
-        if end == len(values) or sorted_values[end] != sorted_values[start]:
-            ranks[order[start:end]] = (start + end + 1) / 2
-            start = end
-    return ranks
-
-
-def spearman(a: np.ndarray, b: np.ndarray) -> float:
-    ra, rb = rankdata(a), rankdata(b)
-    if ra.std() == 0 or rb.std() == 0:
-        return float("nan")
-    return float(np.corrcoef(ra, rb)[0, 1])
 
 
 def krippendorff_alpha_interval(a: np.ndarray, b: np.ndarray) -> float:

@@ -28,11 +28,12 @@ from distill.prepare.report import (
     split_summary,
     write_report,
 )
-from distill.prepare.settings import SPLITS, PrepareSettings
+from distill.prepare.settings import PrepareSettings
 from distill.prepare.split import Stratum, split_examples
 from distill.prepare.truncate import StudentTruncation
 from distill.prepare.validate import Example, LoadResult, load_labelled
-from distill.records import dumps_line
+from distill.records import TrainingExample, dumps_line
+from distill.splits import SPLITS
 
 DATASETS_ROOT = Path("datasets")  # default output root, relative to the working folder
 REPORT_NAME = "prepare_report.json"
@@ -172,16 +173,11 @@ def near_duplicate_summary(group_key: dict[str, str]) -> dict[str, Any]:
 
 def training_row(example: Example, weights: dict[str, float]) -> dict[str, Any]:
     """The training-example form train/ reads; `weight` only in train with --weighting."""
-    row: dict[str, Any] = {
-        "id": example.id,
-        "text": example.text,
-        "dimension_scores": list(example.scores),
-        "overall_score": example.overall_score,
-        "tier": example.tier,
-    }
-    if weights:
-        row["weight"] = weights[example.tier]
-    return row
+    return TrainingExample(
+        id=example.id, text=example.text, dimension_scores=list(example.scores),
+        overall_score=example.overall_score, tier=example.tier,
+        weight=weights[example.tier] if weights else None,
+    ).to_json()
 
 
 def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:

@@ -16,8 +16,8 @@ from rich.console import Console
 from rich.table import Table
 
 from distill.filter_spec import FilterSpec
-from distill.prepare.settings import SPLITS
 from distill.prepare.validate import Example
+from distill.splits import SPLITS
 
 
 def split_summary(spec: FilterSpec, natural: list[Example], written: list[Example]) -> dict[str, Any]:

@@ -12,8 +12,6 @@ from pathlib import Path
 
 from distill.settings import Settings
 
-SPLITS = ("train", "val", "test")
-
 
 @dataclass
 class PrepareSettings(Settings):

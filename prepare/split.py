@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from distill.filter_spec import FilterSpec
-from distill.prepare.settings import SPLITS
 from distill.prepare.validate import Example
+from distill.splits import SPLITS
 
 
 def seeded_hash(seed: int, *parts: object) -> str:

@@ -10,14 +10,21 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from distill.errors import ConfigError, RecordError
 from distill.filter_spec import FilterSpec
-from distill.records import ReadStats, Reject, check_score, iter_json_lines, parse_article
+from distill.records import (
+    LabelledRecord,
+    ReadStats,
+    Reject,
+    iter_json_lines,
+    score_like_names,
+    scores_object,
+)
 from distill.scoring import score_record
 from distill.truncation import article_text
 
@@ -91,48 +98,19 @@ def parse_labelled(
     obj: dict[str, Any], spec: FilterSpec, scores_field: str, path: str = "", line: int = 0
 ) -> Example:
     """One Example from a JSON object; ValueError names the bad field."""
-    article = parse_article(obj)
-    raw = scores_object(obj, scores_field)
-    extra = sorted(score_like_names(raw) - set(spec.dimension_names))
-    if extra:
-        raise ValueError(f"field '{scores_field}': unexpected dimension(s) {', '.join(extra)}")
-    missing = [d for d in spec.dimension_names if d not in raw]
-    if missing:
-        raise ValueError(f"field '{scores_field}': missing dimension(s) {', '.join(missing)}")
-    scores = tuple(check_score(raw[d], f"{scores_field}.{d}") for d in spec.dimension_names)
-    content_type = obj.get("content_type", raw.get("content_type"))
-    result = score_record(spec, scores, content_type if isinstance(content_type, str) else None)
+    record = LabelledRecord.from_json(obj, spec.dimension_names, scores_field)
+    scores = tuple(record.scores.values())
+    result = score_record(spec, scores, record.content_type)
     return Example(
-        id=article.id,
-        text=article_text(article.title, article.text),
-        body=article.text,
+        id=record.article.id,
+        text=article_text(record.article.title, record.article.text),
+        body=record.article.text,
         scores=scores,
         overall_score=result.overall_score,
         tier=result.tier,
         path=path,
         line=line,
     )
-
-
-def scores_object(obj: Mapping[str, Any], scores_field: str) -> dict[str, Any]:
-    """The object at `scores_field` (dots walk nested objects); ValueError if absent."""
-    value: Any = obj
-    for part in scores_field.split("."):
-        value = value.get(part) if isinstance(value, Mapping) else None
-    if not isinstance(value, dict):
-        raise ValueError(f"field '{scores_field}': missing or not an object")
-    return value
-
-
-def score_like_names(raw: Mapping[str, Any]) -> set[str]:
-    """Keys holding a number or a {score: ...} object: nested analysis objects from
-    other tools also carry text fields (reasoning, content_type) that are not dimensions."""
-    return {
-        k
-        for k, v in raw.items()
-        if (isinstance(v, (int, float)) and not isinstance(v, bool))
-        or (isinstance(v, dict) and "score" in v)
-    }
 
 
 def check_dimension_names(obj: dict[str, Any], spec: FilterSpec, scores_field: str, where: str) -> bool:

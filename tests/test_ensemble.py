@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from conftest import write_jsonl
 
-from distill.ensemble import ENSEMBLE_FILE, TokenRidge, choose_student_weight
+from distill.ensemble import ENSEMBLE_FILE, TokenRidge, choose_student_weight, fit_ridge
 from distill.errors import ModelArtifactError
 
 
@@ -28,6 +28,17 @@ def counting_data(n: int, seed: int) -> tuple[list[list[int]], np.ndarray]:
         ids.append(tokens)
         targets.append([4 * sum(5 <= t < 10 for t in tokens) / len(tokens), 1.0 if forward else -1.0])
     return ids, np.array(targets)
+
+
+def test_fit_ridge_picks_the_alpha_with_the_lowest_val_mae_after_post_processing():
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(200, 5))
+    y = x @ np.array([[1.0, 0.0], [2.0, 1.0], [0.0, 0.0], [0.0, -1.0], [-1.0, 0.5]]) + rng.normal(0, 0.1, (200, 2))
+    alpha, ridge = fit_ridge(x[:150], y[:150], x[150:], y[150:], (1e4, 0.1, 1e3))
+    assert alpha == 0.1 and ridge.alpha == 0.1
+    # a post-processing that maps every prediction to one value ties every alpha: the first wins
+    alpha, _ = fit_ridge(x[:150], y[:150], x[150:], y[150:], (1e4, 0.1), post=lambda p: np.zeros_like(p))
+    assert alpha == 1e4
 
 
 def test_ridge_learns_unigrams_and_bigrams_and_survives_save_and_load(tmp_path):
@@ -96,7 +107,8 @@ def test_score_export_and_predict_all_apply_the_ensemble(ensembled, tmp_path):
     from distill.export.settings import ExportSettings
     from distill.serve.runner import score_corpus
     from distill.serve.settings import ScoreSettings
-    from distill.train.model import load_student, predict_scores
+    from distill.student.load import load_student
+    from distill.student.predict import predict_scores
 
     model, _ = ensembled
     rng = random.Random(5)

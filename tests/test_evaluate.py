@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -10,7 +11,10 @@ import pytest
 from distill.evaluate.baselines import MeanPredictor, TfidfRidge
 from distill.evaluate.calibrate import fit_calibration, post_processings, rounded
 from distill.evaluate.metrics import evaluate_predictions, success_criteria, tier_report
+from distill.evaluate.settings import METHODS, EvaluateSettings
 from distill.filter_spec import load_filter
+from distill.settings import help_of
+from distill.stats import spearman
 
 SPEC = load_filter("sustainability/v1")
 
@@ -73,6 +77,28 @@ def test_tfidf_ridge_beats_the_mean_predictor():
     tfidf_mae = np.abs(tfidf.predict(texts[100:]) - targets[100:]).mean()
     mean_mae = np.abs(mean.predict(texts[100:]) - targets[100:]).mean()
     assert tfidf_mae < 0.5 * mean_mae and tfidf.alpha in (0.3, 1.0, 3.0, 10.0)
+
+
+def test_spearman_matches_scipy_with_ties():
+    scipy = pytest.importorskip("scipy.stats")
+    rng = np.random.default_rng(4)
+    a = rng.integers(0, 11, 300).astype(float)
+    b = a + rng.normal(0, 3, 300)
+    assert spearman(a, b) == pytest.approx(scipy.spearmanr(a, b).statistic, abs=1e-12)
+    assert np.isnan(spearman(np.ones(5), np.arange(5.0)))
+
+
+def test_evaluate_flags_and_their_help_come_from_the_settings():
+    from click.testing import CliRunner
+
+    from distill.evaluate.cli import command
+
+    text = CliRunner().invoke(command, ["--help"]).output
+    words = " ".join(re.sub(r"-\n\s+", "-", text).split())  # click wraps at hyphens too
+    assert f"--calibration-method [{'|'.join(METHODS)}]" in words
+    for name in ("calibration_method", "ensemble", "batch_size"):
+        assert " ".join(help_of(EvaluateSettings, name).split()) in words
+    assert "[default: reports/model_evaluation.md]" in words
 
 
 @pytest.fixture(scope="module")

@@ -21,16 +21,14 @@ from safetensors.torch import load_file, save_file  # noqa: E402
 from distill.artifact import StudentInfo, write_info  # noqa: E402
 from distill.export import onnx_export  # noqa: E402
 from distill.export.cli import main  # noqa: E402
-from distill.export.encode import encode, sample_texts  # noqa: E402
+from distill.export.encode import sample_texts  # noqa: E402
 from distill.export.validate import VariantMAE, gate  # noqa: E402
 from distill.filter_spec import load_filter  # noqa: E402
-from distill.train.model import (  # noqa: E402
-    build_student,
-    head_state,
-    load_student,
-    predict_scores,
-    save_student,
-)
+from distill.student.encode import encode_batch  # noqa: E402
+from distill.student.heads import head_state  # noqa: E402
+from distill.student.load import load_student  # noqa: E402
+from distill.student.predict import predict_scores  # noqa: E402
+from distill.train.model import build_student, save_student  # noqa: E402
 
 DIMS = load_filter("sustainability/v1").dimension_names
 TEXTS = ["Solar plant opens in Spain. " * 40, "A short note.", "Battery pilot results in Utrecht.", "Wind."]
@@ -116,7 +114,7 @@ def test_exported_onnx_matches_the_adapter_it_came_from(bert_lora, tmp_path, cap
     merged, _, merged_info = load_student(out)
     np.testing.assert_allclose(predict_scores(adapter, tokenizer, TEXTS, info),
                                predict_scores(merged, tokenizer, TEXTS, merged_info), atol=1e-5)
-    batch = encode(tokenizer, TEXTS, info.max_tokens, info.head_share, "right")
+    batch = encode_batch(tokenizer, TEXTS, info.max_tokens, info.head_share, "right")
     with torch.no_grad():
         expected = adapter(**{k: torch.from_numpy(v) for k, v in batch.items()}).logits.numpy()
     np.testing.assert_allclose(session.run(None, batch)[0], expected, atol=1e-4)
@@ -135,8 +133,8 @@ def test_tiny_qwen_matches_pytorch_left_and_right_padded(tiny_qwen_dir, validati
     assert report["onnx"]["int8_fused_for"] is None and "int8" in report["mae"]
     model, tokenizer, info = load_student(student)
     session = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
-    right = encode(tokenizer, TEXTS, info.max_tokens, info.head_share, "right")
-    left = encode(tokenizer, TEXTS, info.max_tokens, info.head_share, "left")
+    right = encode_batch(tokenizer, TEXTS, info.max_tokens, info.head_share, "right")
+    left = encode_batch(tokenizer, TEXTS, info.max_tokens, info.head_share, "left")
     assert (left["attention_mask"][:, 0] == 0).any()  # really left-padded
     with torch.no_grad():
         expected = model(**{k: torch.from_numpy(v) for k, v in right.items()}).logits.numpy()
@@ -261,6 +259,8 @@ def test_all_flag_problems_reported_at_once(bert_lora, tmp_path, capsys):
 
 def test_help_imports_no_torch():
     code = ("import sys; from distill.export.cli import command; import click; "
-            "click.testing.CliRunner().invoke(command, ['--help']); "
+            "result = click.testing.CliRunner().invoke(command, ['--help']); "
+            "assert result.exit_code == 0, result.output; "
+            "assert '--quantize' in result.output and 'dynamic, per-channel' in result.output, result.output; "
             "assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", "import click.testing; " + code], check=True)

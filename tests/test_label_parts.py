@@ -12,10 +12,11 @@ import pytest
 from conftest import write_jsonl
 
 from distill.errors import DistillError
-from distill.label.agree import agreement, krippendorff_alpha_interval, rankdata, spearman
+from distill.label.agree import agreement, krippendorff_alpha_interval
 from distill.label.journal import MIGRATIONS, Journal, call_key, migrate
 from distill.label.limiter import RateLimiter, backoff_delay
 from distill.label.oracle.base import GenerationConfig, OracleReply
+from distill.stats import rankdata, spearman
 
 
 class FakeClock:

@@ -22,8 +22,9 @@ from distill.errors import ConfigError, RecordError
 from distill.filter_spec import load_filter
 from distill.prepare.cli import main
 from distill.prepare.pipeline import run_prepare
-from distill.prepare.settings import SPLITS, PrepareSettings
+from distill.prepare.settings import PrepareSettings
 from distill.scoring import score_record
+from distill.splits import SPLITS
 
 SPEC = load_filter("sustainability/v1")
 DIMS = SPEC.dimension_names

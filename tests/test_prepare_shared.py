@@ -11,8 +11,9 @@ from pathlib import Path
 from distill.filter_spec import load_filter
 from distill.prepare.dedup import normalise
 from distill.prepare.pipeline import run_prepare
-from distill.prepare.settings import SPLITS, PrepareSettings
+from distill.prepare.settings import PrepareSettings
 from distill.prepare.truncate import StudentTruncation
+from distill.splits import SPLITS
 from distill.truncation import article_text, truncate_token_ids
 
 SPEC = load_filter("sustainability/v1")

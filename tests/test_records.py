@@ -6,6 +6,7 @@ import errno
 import gzip
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -20,9 +21,11 @@ from distill.errors import OutputError, RecordError
 from distill.records import (
     RAW_LIMIT,
     JsonlWriter,
+    LabelledRecord,
     ReadStats,
     Reject,
     RejectsWriter,
+    TrainingExample,
     check_score,
     iter_json_lines,
     read_articles,
@@ -273,3 +276,51 @@ def test_writer_in_a_path_through_a_file_raises_output_error(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(OutputError, match="a part of the path is a file"):
         JsonlWriter(tmp_path / "file" / "o.jsonl")
+
+
+# --- typed records: one parser and one writer per record kind ---------------------------
+
+
+def test_labelled_record_round_trips_as_distill_label_writes_it():
+    oracle = {"model": "gemini-2.0-flash", "prompt_sha256": "abc", "input_tokens": 10}
+    line = {**GOOD, "scores": {"a": 3, "b": {"score": 7.5}}, "oracle": oracle}
+    record = LabelledRecord.from_json(line, ["a", "b"])
+    assert record.scores == {"a": 3.0, "b": 7.5} and record.oracle == oracle
+    assert record.article.id == "a1" and record.article.extra == {"url": "u"}
+    assert record.to_json() == {**GOOD, "scores": {"a": 3.0, "b": 7.5}, "oracle": oracle}
+    assert LabelledRecord.from_json(record.to_json(), ["a", "b"]) == record
+
+
+def test_labelled_record_names_the_bad_field():
+    cases = [
+        ({**GOOD, "scores": {"a": 1}}, "field 'scores': missing dimension(s) b"),
+        ({**GOOD, "scores": {"a": 1, "b": 2, "c": 3}}, "field 'scores': unexpected dimension(s) c"),
+        ({**GOOD, "scores": {"a": 1, "b": 11}}, "field 'scores.b': 11 is outside 0..10"),
+        ({**GOOD, "scores": [1, 2]}, "field 'scores': missing or not an object"),
+        ({"id": "x", "scores": {"a": 1, "b": 2}}, "field 'content': missing"),
+    ]
+    for line, message in cases:
+        with pytest.raises(ValueError, match=re.escape(message)):
+            LabelledRecord.from_json(line, ["a", "b"])
+    nested = {**GOOD, "analysis": {"a": 1, "b": {"score": 2}, "c": 5, "content_type": "opinion", "note": "x"}}
+    loose = LabelledRecord.from_json(nested, ["a", "b"], scores_field="analysis", allow_extra=True)
+    assert loose.scores == {"a": 1.0, "b": 2.0} and loose.content_type == "opinion"
+
+
+def test_training_example_round_trips_and_names_the_bad_field():
+    row = {"id": "a", "text": "solar", "dimension_scores": [1.0, 2.0], "overall_score": 1.5, "tier": "low"}
+    example = TrainingExample.from_json(row, 2)
+    assert example.weight is None and example.to_json() == row
+    weighted = TrainingExample.from_json({**row, "weight": 2}, 2)
+    assert weighted.weight == 2.0 and list(weighted.to_json()) == [*row, "weight"]
+    bare = TrainingExample.from_json({"text": "x", "dimension_scores": [0, 10]}, 2)
+    assert (bare.id, bare.tier, bare.overall_score) == ("", "", None)
+    cases = [
+        ({**row, "text": " "}, "field 'text': missing or not a non-empty string"),
+        ({**row, "dimension_scores": [1.0]}, "field 'dimension_scores': expected a list of 2 scores"),
+        ({**row, "dimension_scores": [1.0, "x"]}, "field 'dimension_scores': not a number"),
+        ({**row, "weight": 0}, "field 'weight': must be a positive number"),
+    ]
+    for line, message in cases:
+        with pytest.raises(ValueError, match=re.escape(message)):
+            TrainingExample.from_json(line, 2)

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from distill.filter_spec import load_filter
-from distill.scoring import overall_scores, score_record, tier_for, tiers_for
+from distill.scoring import overall_scores, score_record, tier_for, tiers_for, top_populated_tier
 
 SUST = load_filter("sustainability/v1")
 UPLIFT = load_filter("uplifting/v1")
@@ -112,3 +112,11 @@ def test_monotone_in_every_dimension(scores, dim, bump, spec_index):
 def test_tier_for_and_tiers_for_agree(overall):
     for spec in ALL:
         assert tiers_for(spec, np.array([overall])) == [tier_for(spec, overall)]
+
+
+def test_top_populated_tier_skips_empty_tiers_and_never_names_the_lowest():
+    spec = ALL[0]
+    names = spec.tier_names
+    assert top_populated_tier(spec, dict.fromkeys(names, 3)) == names[0]
+    assert top_populated_tier(spec, {names[0]: 0, names[1]: 2}) == names[1]
+    assert top_populated_tier(spec, {names[-1]: 9}) is None

@@ -17,8 +17,9 @@ pytest.importorskip("accelerate")
 
 from test_train_loop import settings_for, synthetic_split  # noqa: E402
 
+from distill.student.load import load_student  # noqa: E402
+from distill.student.predict import predict_scores  # noqa: E402
 from distill.train import loop  # noqa: E402
-from distill.train.model import load_student, predict_scores  # noqa: E402
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -15,9 +15,12 @@ from conftest import write_jsonl  # noqa: E402
 
 from distill.artifact import read_info  # noqa: E402
 from distill.errors import ConfigError  # noqa: E402
+from distill.splits import read_split  # noqa: E402
+from distill.student.load import load_student  # noqa: E402
+from distill.student.predict import predict_scores  # noqa: E402
+from distill.train import checkpoint as ckpt  # noqa: E402
 from distill.train import loop  # noqa: E402
-from distill.train.data import length_grouped_batches, read_split, tier_balance_weights  # noqa: E402
-from distill.train.model import load_student, predict_scores  # noqa: E402
+from distill.train.data import length_grouped_batches, tier_balance_weights  # noqa: E402
 from distill.train.settings import TrainSettings  # noqa: E402
 
 WORDS = "solar wind battery grid policy storage carbon pilot plant market city river".split()
@@ -143,3 +146,15 @@ def test_split_reading_weights_and_batches(tmp_path):
     assert sorted(i for b in batches for i in b) == lengths
     assert batches == length_grouped_batches(lengths, 8, seed=1, epoch=0)
     assert batches != length_grouped_batches(lengths, 8, seed=1, epoch=1)
+
+
+def test_train_state_is_what_a_checkpoint_saves_and_a_resume_reads():
+    state = loop.TrainState()
+    assert set(state.to_json()) == set(ckpt.PROGRESS_KEYS) | {"best_mae"}
+    assert state.record_epoch(0.5, {"val_loss": 0.2, "val_mae": 1.0}) is True
+    assert state.record_epoch(None, {"val_loss": 0.3, "val_mae": 1.2}) is False
+    assert (state.epoch, state.step_in_epoch, state.best_mae, state.stale_epochs) == (2, 0, 1.0, 1)
+    assert [(h["epoch"], h["train_loss"]) for h in state.history] == [(1, 0.5), (2, None)]
+    saved = {**state.to_json(), "settings": {}, "param_groups": []}
+    assert ckpt._state_problems(saved) == []
+    assert loop.TrainState.from_json(saved) == state

@@ -1,56 +1,12 @@
-"""Training examples from distill-prepare splits, and length-grouped batches.
+"""Per-example weights and length-grouped batches for the training loop.
 
-A split line: id, text, dimension_scores (filter order), overall_score, tier,
-optional weight. Bad lines are reported with file and line and skipped.
+The splits themselves are read by the core (distill.splits.read_split, one
+records.TrainingExample per line), since evaluate/ reads them too.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
-
 import numpy as np
-
-from distill.errors import ConfigError
-from distill.records import Reject, check_score, read_records
-
-
-@dataclass
-class Split:
-    ids: list[str]
-    texts: list[str]
-    targets: np.ndarray  # [N, D] on the 0–10 scale
-    tiers: list[str]
-    weights: np.ndarray  # [N], mean 1 when any weight is given
-    rejects: list[Reject]
-
-
-def _parser(num_dimensions: int):
-    def parse(obj: dict[str, Any]) -> tuple[str, str, list[float], str, float]:
-        text = obj.get("text")
-        if not isinstance(text, str) or not text.strip():
-            raise ValueError("field 'text': missing or not a non-empty string")
-        scores = obj.get("dimension_scores")
-        if not isinstance(scores, list) or len(scores) != num_dimensions:
-            raise ValueError(f"field 'dimension_scores': expected a list of {num_dimensions} scores")
-        values = [check_score(v, "dimension_scores") for v in scores]
-        weight = obj.get("weight", 1.0)
-        if not isinstance(weight, (int, float)) or not weight > 0:
-            raise ValueError("field 'weight': must be a positive number")
-        return str(obj.get("id", "")), text, values, str(obj.get("tier", "")), float(weight)
-
-    return parse
-
-
-def read_split(path: str | Path, num_dimensions: int) -> Split:
-    rejects: list[Reject] = []
-    rows = list(read_records([path], _parser(num_dimensions), rejects))
-    if not rows:
-        raise ConfigError(f"{path}: no usable training examples ({len(rejects)} rejected)")
-    ids, texts, scores, tiers, weights = (list(col) for col in zip(*rows, strict=True))
-    weights_arr = np.array(weights, dtype=np.float64)
-    return Split(ids, texts, np.array(scores, dtype=np.float64), tiers, weights_arr / weights_arr.mean(), rejects)
 
 
 def tier_balance_weights(tiers: list[str], power: float) -> np.ndarray:

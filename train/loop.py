@@ -1,5 +1,11 @@
-"""The training recipe, top to bottom: setup_model, setup_data, setup_optimizer,
-one visible loop, save. No Trainer class: what runs is what you read here."""
+"""The training recipe, top to bottom: `train()` calls `setup` (setup_model,
+setup_data, setup_optimizer, a resume), then per epoch `train_epoch` (the one
+visible loop over batches) and `end_epoch` (validate, checkpoint, stop early),
+then `save`. No Trainer class: what runs is what you read here.
+
+What the run has done so far is a `TrainState` (what a checkpoint saves and a
+resume restores); what it works with is a `TrainRun` (settings, filter,
+folders, model, data, optimiser), built once by `setup`."""
 
 from __future__ import annotations
 
@@ -8,7 +14,7 @@ import math
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -23,20 +29,53 @@ from distill.artifact import (
 )
 from distill.errors import CheckpointError, ConfigError
 from distill.filter_spec import FilterSpec, load_filter
+from distill.splits import Split, read_split
+from distill.student.encode import encode_texts
+from distill.student.heads import verify_head
+from distill.student.load import portable_base_name
+from distill.student.predict import predict_raw
 from distill.train import checkpoint as ckpt
-from distill.train.data import Split, length_grouped_batches, read_split, tier_balance_weights
-from distill.train.model import (
-    build_student,
-    encode_texts,
-    pad_batch,
-    portable_base_name,
-    predict_raw,
-    save_student,
-    verify_head,
-)
+from distill.train.data import length_grouped_batches, tier_balance_weights
+from distill.train.model import build_student, pad_batch, save_student
 from distill.train.settings import TrainSettings
 
 Echo = Callable[[str], None]
+
+
+@dataclass
+class TrainState:
+    """Progress of a run: saved in every checkpoint's trainer_state.json, restored on resume.
+
+    Together with the settings' seed it fixes the data order: the batches of
+    epoch e are length_grouped_batches(..., seed, e), so a resume skips the
+    first `step_in_epoch` of them and continues where the run stopped.
+    """
+
+    epoch: int = 0  # epochs finished
+    step_in_epoch: int = 0  # optimiser steps into the current epoch
+    global_step: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)  # one entry per finished epoch
+    best_mae: float | None = None  # the best val MAE so far: checkpoint-best holds that epoch
+    stale_epochs: int = 0  # epochs since best_mae last improved
+    train_seconds: float = 0.0
+
+    @classmethod
+    def from_json(cls, saved: dict[str, Any]) -> TrainState:
+        """The progress in a checkpoint's state (checked by checkpoint.read_state)."""
+        return cls(**{f.name: saved[f.name] for f in fields(cls) if f.name in saved})
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def record_epoch(self, train_loss: float | None, metrics: dict[str, Any]) -> bool:
+        """Close the current epoch with its val metrics; True when its val MAE is the best yet."""
+        improved = self.best_mae is None or metrics["val_mae"] < self.best_mae
+        self.history.append({"epoch": self.epoch + 1, "train_loss": train_loss, **metrics,
+                             "seconds": round(self.train_seconds, 1)})
+        self.epoch, self.step_in_epoch = self.epoch + 1, 0
+        self.best_mae = metrics["val_mae"] if improved else self.best_mae
+        self.stale_epochs = 0 if improved else self.stale_epochs + 1
+        return improved
 
 
 @dataclass
@@ -48,6 +87,45 @@ class TrainData:
     scaler: TargetScaler
     train_targets: np.ndarray  # standardised
     train_weights: np.ndarray
+
+
+@dataclass
+class TrainRun:
+    """What every part of one run works with, built once by `setup`."""
+
+    settings: TrainSettings
+    spec: FilterSpec
+    out: Path
+    core: Any  # the plain model: saved and evaluated
+    model: Any  # what the training step calls: `core`, or its DDP wrapper under accelerate
+    tokenizer: Any
+    arch: str
+    data: TrainData
+    optimizer: Any
+    device: str
+    max_tokens: int
+    accelerator: Any | None
+    echo: Echo
+
+    @property
+    def last(self) -> Path:
+        return self.out / "checkpoint-last"
+
+    @property
+    def best(self) -> Path:
+        return self.out / "checkpoint-best"
+
+    @property
+    def main_process(self) -> bool:
+        return self.accelerator is None or self.accelerator.is_main_process
+
+    @property
+    def lengths(self) -> list[int]:
+        return [len(ids) for ids in self.data.train_ids]
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return math.ceil(len(self.data.train_ids) / self.settings.batch_size)
 
 
 def setup_model(settings: TrainSettings, spec: FilterSpec, device: str) -> tuple[Any, Any, str]:
@@ -173,10 +251,20 @@ def local_share(batch: list[int], weights: np.ndarray, accelerator: Any | None) 
 
 def train(settings: TrainSettings, echo: Echo = print) -> Path:
     """Run distill-train; returns the finished model folder."""
-    import torch
-    from tqdm import tqdm
-
     settings.validate()
+    run, state = setup(settings, echo)
+    run.model.train()
+    while state.epoch < run.settings.epochs:
+        train_loss = train_epoch(run, state)
+        if end_epoch(run, state, train_loss):
+            break
+    return save(run, state)
+
+
+def setup(settings: TrainSettings, echo: Echo) -> tuple[TrainRun, TrainState]:
+    """Filter, output folder, a resume's settings, then model, data and optimiser (and their saved state)."""
+    import torch
+
     accelerator = launched_processes()
     main_process = accelerator is None or accelerator.is_main_process
     if not main_process:
@@ -188,9 +276,9 @@ def train(settings: TrainSettings, echo: Echo = print) -> Path:
         prepare_output(out, last, best)
     if accelerator is not None:
         accelerator.wait_for_everyone()  # the others read checkpoint-last only once it is tidied
-    saved_state = None
+    saved = None
     if settings.resume:
-        settings, saved_state = resume_settings(settings, last, echo)
+        settings, saved = resume_settings(settings, last, echo)
     if settings.num_threads:
         torch.set_num_threads(settings.num_threads)
     torch.manual_seed(settings.seed)
@@ -200,102 +288,116 @@ def train(settings: TrainSettings, echo: Echo = print) -> Path:
     model, tokenizer, arch = setup_model(settings, spec, device)
     data = setup_data(settings, spec, tokenizer, max_tokens, echo)
     optimizer = setup_optimizer(model, settings)
-    lengths = [len(ids) for ids in data.train_ids]
-    steps_per_epoch = math.ceil(len(lengths) / settings.batch_size)
-    total_steps = steps_per_epoch * settings.epochs
-    progress = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "history": [], "best_mae": None,
-                "stale_epochs": 0, "train_seconds": 0.0}
-    if saved_state is not None:
-        ckpt.check_position(last, saved_state, steps_per_epoch, settings.epochs)
-        progress.update({k: v for k, v in ckpt.load_training_state(last, model, optimizer).items() if k in progress})
-        echo(f"Resuming at epoch {progress['epoch'] + 1}, step {progress['global_step']}")
+    run = TrainRun(settings, spec, out, model, model, tokenizer, arch, data, optimizer, device, max_tokens,
+                   accelerator, echo)
+    state = TrainState()
+    if saved is not None:
+        ckpt.check_position(last, saved, run.steps_per_epoch, settings.epochs)
+        state = TrainState.from_json(ckpt.load_training_state(last, model, optimizer))
+        echo(f"Resuming at epoch {state.epoch + 1}, step {state.global_step}")
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    core = model  # the plain model: saved, evaluated; `model` may be its DDP wrapper
     if accelerator is not None:
-        model = accelerator.prepare_model(model)
-        device = accelerator.device.type
+        run.model, run.device = accelerator.prepare_model(model), accelerator.device.type
     echo(f"Training {settings.model_name} ({arch}, {'full' if settings.full_finetune else f'LoRA r={settings.lora_rank}'}, "
-         f"{trainable / 1e6:.2f}M trainable) on {len(lengths)} examples, {len(data.val_ids)} val, "
-         f"{max_tokens} tokens, {device}")
+         f"{trainable / 1e6:.2f}M trainable) on {len(data.train_ids)} examples, {len(data.val_ids)} val, "
+         f"{max_tokens} tokens, {run.device}")
+    return run, state
 
-    def make_info(metrics: dict[str, Any]) -> StudentInfo:
-        return StudentInfo(
-            filter_name=spec.name, filter_version=spec.version, filter_config_hash=spec.config_hash,
-            dimensions=spec.dimension_names, base_model=portable_base_name(settings.model_name),
-            architecture=arch, weights_format="full" if settings.full_finetune else "peft-lora",
-            max_tokens=max_tokens, head_share=spec.truncation.head_share,
-            target_mean=data.scaler.mean.tolist(), target_std=data.scaler.std.tolist(),
-            metrics=metrics, training={**settings.to_json(), "train_seconds": round(progress["train_seconds"], 1),
-                                       "train_examples": len(lengths), "val_examples": len(data.val_ids)},
-        )
 
-    def write_checkpoint(folder: Path, metrics: dict[str, Any]) -> None:
-        save_student(core, tokenizer, make_info(metrics), folder)
-        ckpt.save_training_state(folder, core, optimizer, {**progress, "settings": settings.to_json()})
+def train_epoch(run: TrainRun, state: TrainState) -> float | None:
+    """One pass over train from where `state` stands; returns the smoothed train loss (None: no step left)."""
+    import torch
+    from tqdm import tqdm
 
-    def save_last(metrics: dict[str, Any], also_best: bool = False) -> None:
-        """checkpoint-last (and checkpoint-best) swapped in whole; a failed save keeps the old ones."""
-        if main_process:
-            with writing(out, "save a checkpoint", then=resume_hint(last)):
-                save_checkpoint(last, best if also_best else None, lambda folder: write_checkpoint(folder, metrics))
-        if accelerator is not None:
-            accelerator.wait_for_everyone()
-
+    settings, data, device, epoch = run.settings, run.data, run.device, state.epoch
+    total_steps = run.steps_per_epoch * settings.epochs
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda" else torch.autocast("cpu", enabled=False)
-    model.train()
-    for epoch in range(progress["epoch"], settings.epochs):
-        batches = length_grouped_batches(lengths, settings.batch_size, settings.seed, epoch)
-        skip = progress["step_in_epoch"]
-        bar = tqdm(batches[skip:], desc=f"Epoch {epoch + 1}/{settings.epochs}", initial=skip,
-                   total=len(batches), dynamic_ncols=True, disable=not main_process)
-        running, started = None, time.monotonic()
-        for batch in bar:
-            index, divisor = local_share(batch, data.train_weights, accelerator)
-            for group in optimizer.param_groups:
-                group["lr"] = learning_rate_at(progress["global_step"], total_steps, settings)
-            ids, mask = pad_batch([data.train_ids[i] for i in index], tokenizer.pad_token_id)
-            target = torch.tensor(data.train_targets[index], dtype=torch.float32, device=device)
-            weight = torch.tensor(data.train_weights[index], dtype=torch.float32, device=device)
-            with autocast:
-                pred = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
-            loss = (regression_loss(pred, target, settings.loss) * weight).sum() / (divisor or weight.sum())
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            progress["global_step"] += 1
-            progress["step_in_epoch"] += 1
-            running = loss.item() if running is None else 0.95 * running + 0.05 * loss.item()
-            bar.set_postfix(loss=f"{running:.4f}")
-            if settings.save_steps and progress["global_step"] % settings.save_steps == 0:
-                progress["train_seconds"] += time.monotonic() - started
-                started = time.monotonic()
-                save_last({})
-        progress["train_seconds"] += time.monotonic() - started
-        metrics = evaluate_val(core, tokenizer, data, settings.loss, settings.batch_size * 2)
-        bar.set_postfix(loss=f"{running or 0:.4f}", val_loss=f"{metrics['val_loss']:.4f}")
-        bar.close()
-        improved = progress["best_mae"] is None or metrics["val_mae"] < progress["best_mae"]
-        progress["history"].append({"epoch": epoch + 1, "train_loss": running, **metrics,
-                                    "seconds": round(progress["train_seconds"], 1)})
-        progress.update(epoch=epoch + 1, step_in_epoch=0,
-                        best_mae=metrics["val_mae"] if improved else progress["best_mae"],
-                        stale_epochs=0 if improved else progress["stale_epochs"] + 1)
-        echo(f"Epoch {epoch + 1}: loss={running:.4f} val_loss={metrics['val_loss']:.4f} "
-             f"val_mae={metrics['val_mae']:.4f}")
-        save_last(metrics, also_best=improved)
-        echo(f"  saved checkpoint {last}")
-        if improved:
-            echo(f"  new best val MAE {metrics['val_mae']:.4f}: saved {best}")
-        if settings.patience and progress["stale_epochs"] >= settings.patience:
-            echo(f"Early stop: no better val MAE for {settings.patience} epoch(s)")
-            break
-    if accelerator is not None:
-        accelerator.wait_for_everyone()
-    if not main_process:
-        return out
-    with writing(out, "write the model folder", then=resume_hint(last)):
-        return finish(out, best, progress, echo)
+    batches = length_grouped_batches(run.lengths, settings.batch_size, settings.seed, epoch)
+    skip = state.step_in_epoch
+    bar = tqdm(batches[skip:], desc=f"Epoch {epoch + 1}/{settings.epochs}", initial=skip,
+               total=len(batches), dynamic_ncols=True, disable=not run.main_process)
+    running, started = None, time.monotonic()
+    for batch in bar:
+        index, divisor = local_share(batch, data.train_weights, run.accelerator)
+        for group in run.optimizer.param_groups:
+            group["lr"] = learning_rate_at(state.global_step, total_steps, settings)
+        ids, mask = pad_batch([data.train_ids[i] for i in index], run.tokenizer.pad_token_id)
+        target = torch.tensor(data.train_targets[index], dtype=torch.float32, device=device)
+        weight = torch.tensor(data.train_weights[index], dtype=torch.float32, device=device)
+        with autocast:
+            pred = run.model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
+        loss = (regression_loss(pred, target, settings.loss) * weight).sum() / (divisor or weight.sum())
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_([p for p in run.model.parameters() if p.requires_grad], 1.0)
+        run.optimizer.step()
+        run.optimizer.zero_grad(set_to_none=True)
+        state.global_step += 1
+        state.step_in_epoch += 1
+        running = loss.item() if running is None else 0.95 * running + 0.05 * loss.item()
+        bar.set_postfix(loss=f"{running:.4f}")
+        if settings.save_steps and state.global_step % settings.save_steps == 0:
+            state.train_seconds += time.monotonic() - started
+            started = time.monotonic()
+            save_last(run, state, {})
+    state.train_seconds += time.monotonic() - started
+    bar.close()
+    return running
+
+
+def end_epoch(run: TrainRun, state: TrainState, train_loss: float | None) -> bool:
+    """Validate, checkpoint (last, and best when val MAE improved); True to stop early."""
+    settings, echo = run.settings, run.echo
+    metrics = evaluate_val(run.core, run.tokenizer, run.data, settings.loss, settings.batch_size * 2)
+    improved = state.record_epoch(train_loss, metrics)
+    loss_text = "n/a" if train_loss is None else f"{train_loss:.4f}"  # None: resumed at the epoch's end
+    echo(f"Epoch {state.epoch}: loss={loss_text} val_loss={metrics['val_loss']:.4f} "
+         f"val_mae={metrics['val_mae']:.4f}")
+    save_last(run, state, metrics, also_best=improved)
+    echo(f"  saved checkpoint {run.last}")
+    if improved:
+        echo(f"  new best val MAE {metrics['val_mae']:.4f}: saved {run.best}")
+    if settings.patience and state.stale_epochs >= settings.patience:
+        echo(f"Early stop: no better val MAE for {settings.patience} epoch(s)")
+        return True
+    return False
+
+
+def save(run: TrainRun, state: TrainState) -> Path:
+    """Process 0 turns checkpoint-best into the model folder, once every process is done."""
+    if run.accelerator is not None:
+        run.accelerator.wait_for_everyone()
+    if not run.main_process:
+        return run.out
+    with writing(run.out, "write the model folder", then=resume_hint(run.last)):
+        return finish(run.out, run.best, state, run.echo)
+
+
+def student_info(run: TrainRun, state: TrainState, metrics: dict[str, Any]) -> StudentInfo:
+    """distill.json of a checkpoint: the filter, the model, its target scaling and how it was trained."""
+    settings, spec, data = run.settings, run.spec, run.data
+    return StudentInfo(
+        filter_name=spec.name, filter_version=spec.version, filter_config_hash=spec.config_hash,
+        dimensions=spec.dimension_names, base_model=portable_base_name(settings.model_name),
+        architecture=run.arch, weights_format="full" if settings.full_finetune else "peft-lora",
+        max_tokens=run.max_tokens, head_share=spec.truncation.head_share,
+        target_mean=data.scaler.mean.tolist(), target_std=data.scaler.std.tolist(),
+        metrics=metrics, training={**settings.to_json(), "train_seconds": round(state.train_seconds, 1),
+                                   "train_examples": len(data.train_ids), "val_examples": len(data.val_ids)},
+    )
+
+
+def save_last(run: TrainRun, state: TrainState, metrics: dict[str, Any], also_best: bool = False) -> None:
+    """checkpoint-last (and checkpoint-best) swapped in whole; a failed save keeps the old ones."""
+    def write(folder: Path) -> None:
+        save_student(run.core, run.tokenizer, student_info(run, state, metrics), folder)
+        ckpt.save_training_state(folder, run.core, run.optimizer,
+                                 {**state.to_json(), "settings": run.settings.to_json()})
+
+    if run.main_process:
+        with writing(run.out, "save a checkpoint", then=resume_hint(run.last)):
+            save_checkpoint(run.last, run.best if also_best else None, write)
+    if run.accelerator is not None:
+        run.accelerator.wait_for_everyone()
 
 
 def prepare_output(out: Path, last: Path, best: Path) -> None:
@@ -347,13 +449,13 @@ def save_checkpoint(last: Path, best: Path | None, write: Callable[[Path], Any])
                 shutil.rmtree(folder, ignore_errors=True)
 
 
-def finish(out: Path, best: Path, progress: dict[str, Any], echo: Echo) -> Path:
+def finish(out: Path, best: Path, state: TrainState, echo: Echo) -> Path:
     """The best checkpoint's model files become the model folder; the head is checked.
     Each file is replaced atomically, so a failure leaves every file whole."""
     for item in best.iterdir():
         if item.is_file() and item.name not in ckpt.RESUME_FILES:
             copy_file_atomic(item, out / item.name)
-    write_text_atomic(out / "history.json", json.dumps(progress["history"], indent=1) + "\n")
+    write_text_atomic(out / "history.json", json.dumps(state.history, indent=1) + "\n")
     verify_head(out)
-    echo(f"Model saved to {out} (best val MAE {progress['best_mae']:.4f}; head verified after reload)")
+    echo(f"Model saved to {out} (best val MAE {state.best_mae:.4f}; head verified after reload)")
     return out

@@ -8,18 +8,17 @@ The resolved settings are written into the model's distill.json.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from distill.errors import raise_settings_problems
+from distill.settings import Settings
 
 LOSSES = ("mse", "l1", "huber", "mse+l1")
 SPLIT_FILES = ("train.jsonl", "val.jsonl")
 
 
 @dataclass
-class TrainSettings:
+class TrainSettings(Settings):
     filter: str = field(metadata={"help": "filter the splits were prepared for: name/vN, a bare name or a folder"})
     data_dir: Path = field(metadata={"help": "folder with train.jsonl and val.jsonl from distill-prepare (test.jsonl is for distill-evaluate)"})
     output_dir: Path | None = field(default=None, metadata={"help": "model folder; default models/<filter name>"})
@@ -30,7 +29,7 @@ class TrainSettings:
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay"})
     warmup_ratio: float = field(default=0.06, metadata={"help": "share of all steps spent warming the learning rate up"})
     max_length: int | None = field(default=None, metadata={"help": "student input tokens (head+tail truncation); default the filter's truncation.student_tokens"})
-    loss: str = field(default="mse", metadata={"help": "loss on standardised targets: mse, l1, huber, or mse+l1 (their mean; L1 pulls less toward the mean)"})
+    loss: str = field(default="mse", metadata={"choices": LOSSES, "help": "loss on standardised targets: mse, l1, huber, or mse+l1 (their mean; L1 pulls less toward the mean)"})
     tier_balance: float = field(default=0.0, metadata={"help": "extra per-example weight (n_largest_tier / n_tier)^x on top of any `weight` field; 0 = off"})
     lora_rank: int = field(default=16, metadata={"help": "LoRA rank (all linear layers of the backbone; the head is trained in full)"})
     full_finetune: bool = field(default=False, metadata={"help": "train every weight instead of a LoRA adapter"})
@@ -45,14 +44,7 @@ class TrainSettings:
     def resolved_output_dir(self, filter_name: str) -> Path:
         return Path(self.output_dir) if self.output_dir else Path("models") / filter_name
 
-    def to_json(self) -> dict[str, Any]:
-        return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
-
-    def validate(self) -> None:
-        """Raise one ConfigError listing every problem."""
-        raise_settings_problems(self._problems())
-
-    def _problems(self) -> list[str]:
+    def problems(self) -> list[str]:
         problems = []
         data = Path(self.data_dir)
         if not data.is_dir():
