@@ -23,7 +23,7 @@ from distill.filter_spec import FilterSpec
 from distill.label.journal import Journal, Label, call_key
 from distill.label.oracle.base import GenerationConfig, OracleFailure, OracleReply
 from distill.label.selection import oracle_text
-from distill.records import Article, JsonlWriter
+from distill.records import Article, JsonlWriter, LabelledRecord
 
 # Why a run stopped early (RunStats.stopped, and label_runs.jsonl).
 BUDGET = "budget"
@@ -132,9 +132,7 @@ class LabelWriter:
     def write(self, label: Label, articles: Iterable[Article], from_journal: bool) -> None:
         count = 0
         for article in articles:
-            record = article.to_json()
-            record["scores"] = dict(label.scores)
-            record["oracle"] = {
+            oracle = {
                 "model": label.model,
                 "prompt_sha256": label.prompt_sha256,
                 "labelled_at": label.labelled_at,
@@ -142,7 +140,7 @@ class LabelWriter:
                 "output_tokens": label.output_tokens,
                 "cost_usd": round(label.cost_usd, 8),
             }
-            self.writer.append(record)
+            self.writer.append(LabelledRecord(article, dict(label.scores), oracle).to_json())
             count += 1
         self.stats.labelled += count
         if from_journal:
