@@ -17,7 +17,9 @@ Times exclude model loading and, for the compiled variant, the compile
 (both are reported as start-up seconds). `run` returns the machine, the
 figures and the score parity between backends; `distill-bench throughput`
 turns them into its table and results files. The head is random, so
-this measures speed and agreement, not quality.
+this measures speed and agreement, not quality. Each row also gives its
+precision's compute floor on this machine (benchmarks/floor.py: the matmul
+peak at the model's shapes) and how many times the floor it took.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from distill.benchmarks.common import describe_machine
+from distill.benchmarks.floor import measure_floor
 from distill.records import iter_json_lines
 from distill.truncation import article_text
 
@@ -158,8 +161,11 @@ def run(data: Path, work: Path, limit: int, threads: int) -> dict[str, Any]:
         name = f"scored-{backend}-{precision}{'-compiled' if compile_model else ''}.jsonl"
         results.append(time_runner(export, corpus, work / name, backend, precision, threads, compile_model))
     base = results[0]["articles_per_s"]
-    for r in results:
+    floor = measure_floor(student, mean_tokens(student, corpus), threads)
+    for r, precision in zip(results, ["fp32"] + [v[1] for v in VARIANTS], strict=True):
         r["speedup_vs_baseline"] = round(r["articles_per_s"] / base, 2)
+        r["floor_ms"] = floor["floor_ms"][precision]
+        r["x_floor"] = round(r["ms_per_article"] / r["floor_ms"], 2)
     parity = {
         "onnx-fp32 vs torch-fp32": score_parity(work / "scored-torch-fp32.jsonl", work / "scored-onnx-fp32.jsonl"),
         "onnx-int8 vs onnx-fp32": score_parity(work / "scored-onnx-fp32.jsonl", work / "scored-onnx-int8.jsonl"),
@@ -167,5 +173,19 @@ def run(data: Path, work: Path, limit: int, threads: int) -> dict[str, Any]:
         "torch-bf16-compiled vs torch-fp32": score_parity(work / "scored-torch-fp32.jsonl",
                                                           work / "scored-torch-bf16-compiled.jsonl"),
     }
-    return {"machine": machine, "model": "all-MiniLM-L6-v2 + fresh 8-dim head",
-            "max_tokens": max_tokens, "data": str(data), "results": results, "parity": parity}
+    return {"machine": machine, "model": "all-MiniLM-L6-v2 + fresh 8-dim head", "max_tokens": max_tokens,
+            "data": str(data), "results": results, "parity": parity, "floor": floor}
+
+
+def mean_tokens(model_dir: Path, corpus: Path) -> float:
+    """Mean token count of the corpus's articles under the student's own cut."""
+    from transformers import AutoTokenizer
+
+    from distill.artifact import read_info
+    from distill.student.encode import encode_texts
+
+    info = read_info(model_dir)
+    texts = [article_text(obj.get("title") or "", obj.get("content") or obj.get("text") or "")
+             for _, obj in iter_json_lines(corpus) if isinstance(obj, dict)]
+    ids = encode_texts(AutoTokenizer.from_pretrained(model_dir), texts, info.max_tokens, info.head_share)
+    return float(np.mean([len(row) for row in ids]))

@@ -53,10 +53,14 @@ def test_throughput_report_becomes_rows_with_speedups_and_parity_notes():
         "model": "all-MiniLM-L6-v2 + fresh 8-dim head", "max_tokens": 256, "data": "x.jsonl",
         "results": [
             {"name": "transformers baseline (fp32, batch 8)", "articles": 100, "seconds": 10.0,
-             "articles_per_s": 10.0, "ms_per_article": 100.0, "speedup_vs_baseline": 1.0},
+             "articles_per_s": 10.0, "ms_per_article": 100.0, "speedup_vs_baseline": 1.0,
+             "floor_ms": 50.0, "x_floor": 2.0},
             {"name": "distill-score onnx-cpu-int8", "articles": 100, "seconds": 2.5, "articles_per_s": 40.0,
-             "ms_per_article": 25.0, "speedup_vs_baseline": 4.0, "padding_share": 0.031},
+             "ms_per_article": 25.0, "speedup_vs_baseline": 4.0, "padding_share": 0.031,
+             "floor_ms": 12.5, "x_floor": 2.0},
         ],
+        "floor": {"gflop_per_article": 5.1, "mean_tokens": 220.0, "cpu_flags": ["avx2"],
+                  "peak_gflops": {"fp32": 102.0, "bf16": 1.5, "int8": 408.0}},
         "parity": {"onnx-int8 vs onnx-fp32": {"compared": 100, "max_abs": 0.014, "mean_abs": 0.003}},
     }
     result = throughput_result(raw)
@@ -64,5 +68,7 @@ def test_throughput_report_becomes_rows_with_speedups_and_parity_notes():
     assert result.rows[1]["padding"] == "3%" and result.rows[0]["padding"] is None
     assert "parity onnx-int8 vs onnx-fp32: max |diff| 1.40e-02" in result.notes[0]
     table = "\n".join(markdown_table(result.columns, result.cells()))
-    assert "| distill-score onnx-cpu-int8 | 100 | 25.00 | 40.00 | 4.00 | 3% |" in table
+    assert "| distill-score onnx-cpu-int8 | 100 | 25.00 | 40.00 | 4.00 | 12.50 | 2.00 | 3% |" in table
+    assert any("matmul peak fp32 102.0 GFLOP/s, bf16 1.5 GFLOP/s, int8 408.0" in n and "avx2" in n
+               for n in result.notes)
     assert result.settings["data"] == "x.jsonl" and "results" not in result.settings

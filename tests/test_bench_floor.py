@@ -1,0 +1,48 @@
+"""The compute floor: FLOPs an article needs, the matmul peak per precision, and the CPU flags."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from distill.benchmarks.floor import article_gflop, cpu_flags, matmul_peak, projection_shapes
+
+
+def minilm_like() -> SimpleNamespace:
+    return SimpleNamespace(model_type="bert", hidden_size=384, intermediate_size=1536,
+                           num_attention_heads=12, num_hidden_layers=6)
+
+
+def test_minilm_article_at_220_tokens_needs_about_5_gflop():
+    # DESIGN.md's measured figure for MiniLM-L6 at ~220 tokens is about 5.1 GFLOP
+    assert article_gflop(minilm_like(), 220) == pytest.approx(5.12, abs=0.01)
+    # attention grows with the square of the length: twice the tokens is more than twice the work
+    assert article_gflop(minilm_like(), 440) > 2 * article_gflop(minilm_like(), 220)
+
+
+def test_decoder_shapes_have_grouped_kv_and_a_gated_mlp():
+    qwen = SimpleNamespace(model_type="qwen2", hidden_size=896, intermediate_size=4864,
+                           num_attention_heads=14, num_key_value_heads=2, num_hidden_layers=24)
+    shapes = projection_shapes(qwen)
+    assert shapes.count((896, 128)) == 2  # k and v at 2 of 14 heads
+    assert shapes.count((896, 4864)) == 2 and (4864, 896) in shapes
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "int8"])
+def test_matmul_peak_is_a_positive_rate_for_each_precision(precision):
+    pytest.importorskip("torch")
+    peak = matmul_peak(precision, [(64, 128), (128, 64)], rows=64, threads=1, seconds=0.02)
+    assert 0 < peak < 1e6  # GFLOP/s: above zero, below any CPU's reach
+
+
+def test_an_unknown_precision_is_refused():
+    with pytest.raises(ValueError, match="fp16"):
+        matmul_peak("fp16", [(8, 8)], rows=8, threads=1)
+
+
+def test_cpu_flags_reads_only_the_features_that_matter(tmp_path):
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 avx512f avx512_bf16 amx_tile amx_bf16 foo\n")
+    assert cpu_flags(info) == ["avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16"]
+    assert cpu_flags(tmp_path / "missing") == []
