@@ -158,6 +158,12 @@ main = run_main(command)
 if __name__ == "__main__":
     main()
     if "floor" in raw:
+    if "floor" in raw:
+        f = raw["floor"]
+        notes.append(f"floor: {f['gflop_per_article']} GFLOP an article ({f['mean_tokens']} tokens); matmul peak "
+                     + ", ".join(f"{p} {g} GFLOP/s" for p, g in f["peak_gflops"].items())
+                     + f" at the model's shapes; CPU flags: {', '.join(f['cpu_flags']) or 'none of note'}")
+    notes += [f"skipped {reason}" for reason in raw.get("skipped", [])]
         f = raw["floor"]
         notes.append(f"floor: {f['gflop_per_article']} GFLOP an article ({f['mean_tokens']} tokens); matmul peak "
                      + ", ".join(f"{p} {g} GFLOP/s" for p, g in f["peak_gflops"].items())

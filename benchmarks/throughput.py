@@ -156,25 +156,43 @@ def run(data: Path, work: Path, limit: int, threads: int) -> dict[str, Any]:
     from distill.artifact import read_info
 
     max_tokens = read_info(student).max_tokens
-    results = [time_baseline(student, corpus, max_tokens, threads)]
-    for backend, precision, compile_model in VARIANTS:
-        name = f"scored-{backend}-{precision}{'-compiled' if compile_model else ''}.jsonl"
-        results.append(time_runner(export, corpus, work / name, backend, precision, threads, compile_model))
-    base = results[0]["articles_per_s"]
     floor = measure_floor(student, mean_tokens(student, corpus), threads)
-    for r, precision in zip(results, ["fp32"] + [v[1] for v in VARIANTS], strict=True):
+    variants, skipped = runnable_variants(floor["peak_gflops"])
+    results = [time_baseline(student, corpus, max_tokens, threads)]
+    for backend, precision, compile_model in variants:
+        results.append(time_runner(export, corpus, work / _output_name(backend, precision, compile_model),
+                                   backend, precision, threads, compile_model))
+    base = results[0]["articles_per_s"]
+    for r, precision in zip(results, ["fp32"] + [v[1] for v in variants], strict=True):
         r["speedup_vs_baseline"] = round(r["articles_per_s"] / base, 2)
         r["floor_ms"] = floor["floor_ms"][precision]
         r["x_floor"] = round(r["ms_per_article"] / r["floor_ms"], 2)
-    parity = {
-        "onnx-fp32 vs torch-fp32": score_parity(work / "scored-torch-fp32.jsonl", work / "scored-onnx-fp32.jsonl"),
-        "onnx-int8 vs onnx-fp32": score_parity(work / "scored-onnx-fp32.jsonl", work / "scored-onnx-int8.jsonl"),
-        "torch-bf16 vs torch-fp32": score_parity(work / "scored-torch-fp32.jsonl", work / "scored-torch-bf16.jsonl"),
-        "torch-bf16-compiled vs torch-fp32": score_parity(work / "scored-torch-fp32.jsonl",
-                                                          work / "scored-torch-bf16-compiled.jsonl"),
-    }
+    reference = work / _output_name("torch", "fp32", False)
+    parity = {f"{b}-{p}{'-compiled' if c else ''} vs {'onnx' if p == 'int8' else 'torch'}-fp32": score_parity(
+                  work / _output_name("onnx", "fp32", False) if p == "int8" else reference,
+                  work / _output_name(b, p, c))
+              for b, p, c in variants if p != "fp32" or b != "torch"}
     return {"machine": machine, "model": "all-MiniLM-L6-v2 + fresh 8-dim head", "max_tokens": max_tokens,
-            "data": str(data), "results": results, "parity": parity, "floor": floor}
+            "data": str(data), "results": results, "parity": parity, "floor": floor, "skipped": skipped}
+
+
+def runnable_variants(peaks: dict[str, float]) -> tuple[list[tuple[str, str, bool]], list[str]]:
+    """VARIANTS whose precision this CPU runs natively: a matmul peak under a tenth of
+    fp32's means the precision is emulated (bf16 without avx512_bf16/AMX runs at ~1 GFLOP/s,
+    hours for a corpus), so that variant is skipped and the reason kept."""
+    kept, skipped = [], []
+    for variant in VARIANTS:
+        precision = variant[1]
+        if peaks[precision] < peaks["fp32"] / 10:
+            skipped.append(f"{_output_name(*variant)[7:-6]}: {precision} matmul peak {peaks[precision]} GFLOP/s "
+                           f"against fp32's {peaks['fp32']} (emulated on this CPU)")
+        else:
+            kept.append(variant)
+    return kept, skipped
+
+
+def _output_name(backend: str, precision: str, compile_model: bool) -> str:
+    return f"scored-{backend}-{precision}{'-compiled' if compile_model else ''}.jsonl"
 
 
 def mean_tokens(model_dir: Path, corpus: Path) -> float:

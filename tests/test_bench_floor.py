@@ -46,3 +46,12 @@ def test_cpu_flags_reads_only_the_features_that_matter(tmp_path):
     info.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 avx512f avx512_bf16 amx_tile amx_bf16 foo\n")
     assert cpu_flags(info) == ["avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16"]
     assert cpu_flags(tmp_path / "missing") == []
+
+
+def test_variants_of_an_emulated_precision_are_skipped_with_the_reason():
+    from distill.benchmarks.throughput import VARIANTS, runnable_variants
+
+    kept, skipped = runnable_variants({"fp32": 100.0, "bf16": 1.5, "int8": 200.0})
+    assert [v[1] for v in kept] == ["fp32", "fp32", "int8"]
+    assert len(skipped) == 2 and all("bf16 matmul peak 1.5 GFLOP/s" in reason for reason in skipped)
+    assert runnable_variants({"fp32": 100.0, "bf16": 300.0, "int8": 200.0}) == (list(VARIANTS), [])
