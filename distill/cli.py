@@ -20,6 +20,7 @@ STAGES: dict[str, tuple[str, str, str]] = {
     "evaluate": ("distill.evaluate.cli", "command", "Evaluate a student against the oracle and baselines."),
     "export": ("distill.export.cli", "command", "Merge, export to ONNX, validate and quantise a student."),
     "score": ("distill.serve.cli", "command", "Score corpus JSONL files with a student (the postfilter)."),
+    "serve": ("distill.serve.server.cli", "command", "Score articles online over HTTP (dynamic batching)."),
     "bench": ("distill.benchmarks.cli", "command", "Run benchmark harnesses and write JSON + markdown."),
 }
 

@@ -170,7 +170,7 @@ def read_chunks(settings: ScoreSettings, plan: Plan, rejects: Any, stats: ReadCo
     size = chunk_size(settings)
     chunk: list[Entry] = []
     for article in read_records(settings.inputs, first_id_wins(), rejects, settings.strict, ReadStats()):
-        entry = _entry(article, settings, plan)
+        entry = build_entry(article, settings, plan)
         if entry is None:
             stats.resumed += 1
             continue
@@ -187,7 +187,7 @@ class ReadCounts:
     resumed: int = 0  # articles every job's output already has
 
 
-def _entry(article: Article, settings: ScoreSettings, plan: Plan) -> Entry | None:
+def build_entry(article: Article, settings: ScoreSettings, plan: Plan) -> Entry | None:
     """The article's fate per job, or None when every output already has it."""
     done = [article.id in job.done for job in plan.jobs]
     for job, has_it in zip(plan.jobs, done, strict=True):
@@ -281,27 +281,39 @@ def score_window(plan: Plan, backends: list[Backend], entries: list[Entry],
     return outputs
 
 
-def write_window(plan: Plan, entries: list[Entry], outputs: dict[int, np.ndarray],
-                 writers: list[JsonlWriter]) -> None:
-    """Each job's records for a window, in input order; `outputs[m]` has model m's rows in entry order."""
-    for j, (job, writer) in enumerate(zip(plan.jobs, writers, strict=True)):
+def window_records(plan: Plan, entries: list[Entry], outputs: dict[int, np.ndarray]) -> list[list[dict | None]]:
+    """Each job's records for a window: `records[j][i]` is entry i's record for job j, or None
+    where it writes none; `outputs[m]` has model m's rows in entry order. Counts what each job wrote."""
+    records = []
+    for j, job in enumerate(plan.jobs):
         rows = {pos: k for k, pos in enumerate(model_rows(entries, job.model))}
         passed = [i for i, e in enumerate(entries) if e.reasons[j] == PASSED]
         items = [_item(entries[i], PASSED) for i in passed]
         scored = iter(job.postfilter.scored_records(items, outputs[job.model][[rows[i] for i in passed]])
                       if passed else [])
+        mine: list[dict | None] = []
         for entry in entries:
             reason = entry.reasons[j]
-            if reason is None:
-                continue
+            record = None
             if reason == PASSED:
                 record = next(scored)
                 job.scored += 1
                 job.tiers[record["tier"]] += 1
-            else:
+            elif reason is not None:
                 record = job.postfilter.blocked_record(_item(entry, reason))
                 job.blocked += 1
-            writer.append(record)
+            mine.append(record)
+        records.append(mine)
+    return records
+
+
+def write_window(plan: Plan, entries: list[Entry], outputs: dict[int, np.ndarray],
+                 writers: list[JsonlWriter]) -> None:
+    """Each job's records for a window (window_records), in input order, to its writer."""
+    for records, writer in zip(window_records(plan, entries, outputs), writers, strict=True):
+        for record in records:
+            if record is not None:
+                writer.append(record)
 
 
 def _item(entry: Entry, reason: str) -> Item:
