@@ -18,6 +18,7 @@ from distill.benchmarks.common import DEFAULT_OUTPUT_DIR, BenchResult, report, w
 from distill.benchmarks.corpus import CorpusSettings
 from distill.benchmarks.gpu_shapes import GpuShapesSettings
 from distill.benchmarks.quality import QualitySettings
+from distill.benchmarks.serve import ServeBenchSettings
 from distill.cli import run_main
 from distill.settings import options_from
 
@@ -41,7 +42,7 @@ def finish(result: BenchResult, output_dir: Path, tag: str) -> None:
 
 @click.group()
 def command() -> None:
-    """Benchmarks: corpus, throughput, gpu-shapes, quality.
+    """Benchmarks: corpus, throughput, gpu-shapes, quality, serve.
 
     Every subcommand prints a table and writes JSON + markdown (machine, date,
     commit and command included) under --output-dir. See benchmarks/README.md.
@@ -113,6 +114,20 @@ def quality_command(output_dir: Path, tag: str, **values: Any) -> None:
     finish(run_quality(settings), output_dir, tag)
 
 
+@command.command("serve")
+@options_from(ServeBenchSettings)
+@output_options
+def serve_command(output_dir: Path, tag: str, **values: Any) -> None:
+    """distill-serve under load: N concurrent clients (httpx), one real article per
+    request; articles/s, p50/p95/p99 latency and mean batch size, with batching on
+    and off (--max-batch 1), beside distill-score offline on the same articles.
+    """
+    from distill.benchmarks.serve import run_serve_bench
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    finish(run_serve_bench(ServeBenchSettings(**values)), output_dir, tag)
+
+
 @command.command("throughput")
 @click.option("--data", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="real labelled article JSONL: the corpus to score (and the scaler / int8 gate)")
@@ -137,11 +152,18 @@ def throughput_result(raw: dict[str, Any]) -> BenchResult:
     rows = [{
         "variant": r["name"], "articles": r["articles"], "ms/article": r["ms_per_article"],
         "articles/s": r["articles_per_s"], "x baseline": r["speedup_vs_baseline"],
+        "floor ms": r.get("floor_ms"), "x floor": r.get("x_floor"),
         "padding": f"{r['padding_share']:.0%}" if "padding_share" in r else None,
         "start-up s": r.get("startup_s"),
     } for r in raw["results"]]
     notes = [f"parity {name}: max |diff| {p['max_abs']:.2e}, mean {p['mean_abs']:.2e} over "
              f"{p['compared']} articles" for name, p in raw.get("parity", {}).items()]
+    if "floor" in raw:
+        f = raw["floor"]
+        notes.append(f"floor: {f['gflop_per_article']} GFLOP an article ({f['mean_tokens']} tokens); matmul peak "
+                     + ", ".join(f"{p} {g} GFLOP/s" for p, g in f["peak_gflops"].items())
+                     + f" at the model's shapes; CPU flags: {', '.join(f['cpu_flags']) or 'none of note'}")
+    notes += [f"skipped {reason}" for reason in raw.get("skipped", [])]
     notes.append(f"threads {raw['machine'].get('threads')}, 1-min load average at start "
                  f"{raw['machine'].get('load_avg_1m')}; times exclude start-up (model loading, and the compile "
                  "for the compiled variant)")
@@ -152,19 +174,7 @@ def throughput_result(raw: dict[str, Any]) -> BenchResult:
     )
 
 
-        "floor ms": r.get("floor_ms"), "x floor": r.get("x_floor"),
 main = run_main(command)
 
 if __name__ == "__main__":
     main()
-    if "floor" in raw:
-    if "floor" in raw:
-        f = raw["floor"]
-        notes.append(f"floor: {f['gflop_per_article']} GFLOP an article ({f['mean_tokens']} tokens); matmul peak "
-                     + ", ".join(f"{p} {g} GFLOP/s" for p, g in f["peak_gflops"].items())
-                     + f" at the model's shapes; CPU flags: {', '.join(f['cpu_flags']) or 'none of note'}")
-    notes += [f"skipped {reason}" for reason in raw.get("skipped", [])]
-        f = raw["floor"]
-        notes.append(f"floor: {f['gflop_per_article']} GFLOP an article ({f['mean_tokens']} tokens); matmul peak "
-                     + ", ".join(f"{p} {g} GFLOP/s" for p, g in f["peak_gflops"].items())
-                     + f" at the model's shapes; CPU flags: {', '.join(f['cpu_flags']) or 'none of note'}")
