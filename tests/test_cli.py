@@ -19,10 +19,10 @@ CONSOLE_SCRIPTS = ["distill-label", "distill-prepare", "distill-train", "distill
 def test_group_lists_every_stage():
     result = CliRunner().invoke(cli, ["--help"])
     assert result.exit_code == 0
-    for name in ["label", "prepare", "train", "evaluate", "export", "score", "bench"]:
+    for name in ["label", "prepare", "train", "evaluate", "export", "score", "serve", "bench"]:
         assert f"  {name} " in result.output
     listed = [line.split()[0] for line in result.output.split("Stages:")[1].splitlines() if line.strip()]
-    assert listed == ["label", "prepare", "train", "evaluate", "export", "score", "bench"]
+    assert listed == ["label", "prepare", "train", "evaluate", "export", "score", "serve", "bench"]
 
 
 @pytest.mark.parametrize("stage", sorted(STAGES))

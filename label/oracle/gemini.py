@@ -1,7 +1,10 @@
 """Gemini through the google-genai SDK (google-generativeai reached end of life).
 
-The SDK's own retries are left off (no `retry_options`): the label runner owns
-retries, backoff and the journal, so every attempt is seen and recorded once.
+The SDK's own retries are turned off (`retry_options` with one attempt): the
+label runner owns retries, backoff and the journal, so every attempt is seen
+and recorded once. Without `retry_options` the SDK is not quiet: over aiohttp
+(used whenever aiohttp is installed, e.g. by ray[serve]) it sleeps 1-10 s and
+retries a refused connection on its own, past our timeout.
 Every request goes through `_send`, so whatever the SDK raises comes out as an
 `OracleFailure` (HTTP errors by status, transport errors by
 `distill.label.oracle.transport`) or, if nobody knows it, unchanged for the runner
@@ -63,7 +66,8 @@ class GeminiOracle:
         self.timeout_s = timeout_s
         self.endpoint = base_url or DEFAULT_ENDPOINT
         options = types.HttpOptions(
-            base_url=base_url, api_version=api_version, timeout=int(timeout_s * 1000)
+            base_url=base_url, api_version=api_version, timeout=int(timeout_s * 1000),
+            retry_options=types.HttpRetryOptions(attempts=1),
         )
         self._client = genai.Client(api_key=api_key, http_options=options)
 
