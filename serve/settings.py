@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from distill.errors import ConfigError
 from distill.records import output_error
@@ -49,13 +50,7 @@ class ScoreSettings(Settings):
     progress: bool = field(default=True, metadata={"help": "show a progress bar on stderr"})
 
     def __post_init__(self) -> None:
-        # The library also takes one model folder or one filter name as it is.
-        if isinstance(self.model, str | Path):
-            self.model = [self.model]
-        self.model = [Path(m) for m in self.model]
-        if isinstance(self.filter, str):
-            self.filter = [self.filter]
-        self.filter = list(self.filter or [])
+        self.model, self.filter = models_and_filters(self.model, self.filter)
         self.inputs = [Path(p) for p in self.inputs]
         self.output = Path(self.output)
         self.carry = tuple(self.carry)
@@ -175,3 +170,8 @@ def _input_problem(path: Path) -> str | None:
         return f"INPUTS: {path}: not readable (permission denied)"
     return None
 
+
+def models_and_filters(model: Any, filters: Any) -> tuple[list[Path], list[str]]:
+    """--model and --filter as lists; the library also takes one folder or one name as it is."""
+    models = [model] if isinstance(model, str | Path) else list(model or [])
+    return [Path(m) for m in models], [filters] if isinstance(filters, str) else list(filters or [])

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import MISSING, Field, dataclass, field, fields
 from pathlib import Path
 
-from distill.serve.settings import ScoreSettings
+from distill.serve.settings import ScoreSettings, models_and_filters
 from distill.settings import Settings
 
 TOKEN_ENV = "DISTILL_SERVE_TOKEN"  # set it to require `Authorization: Bearer <token>` on /v1/* and /metrics
@@ -54,13 +54,7 @@ class ServeSettings(Settings):
     ray_address: str | None = field(default=None, metadata={"help": "Ray cluster to join with --ray (e.g. auto); default: start a local Ray instance"})
 
     def __post_init__(self) -> None:
-        # The library also takes one model folder or one filter name as it is.
-        if isinstance(self.model, str | Path):
-            self.model = [self.model]
-        self.model = [Path(m) for m in self.model]
-        if isinstance(self.filter, str):
-            self.filter = [self.filter]
-        self.filter = list(self.filter or [])
+        self.model, self.filter = models_and_filters(self.model, self.filter)
         self.carry = tuple(self.carry)
 
     def score_settings(self) -> ScoreSettings:
