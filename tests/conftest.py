@@ -95,3 +95,15 @@ def write_jsonl(path: Path, rows: list) -> Path:
         for row in rows:
             handle.write((row if isinstance(row, str) else json.dumps(row)) + "\n")
     return path
+
+
+def tiny_student(tmp_path_factory, tiny_bert_dir: Path, info, name: str = "student") -> Path:
+    """A student folder: the tiny random BERT from `tiny_bert_dir` with `info` as its distill.json."""
+    import shutil
+
+    from distill.artifact import write_info
+
+    folder = tmp_path_factory.mktemp(name)
+    shutil.copytree(tiny_bert_dir, folder, dirs_exist_ok=True)
+    write_info(folder, info)
+    return folder

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from dataclasses import fields
@@ -11,8 +10,9 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from conftest import tiny_student
 
-from distill.artifact import StudentInfo, write_info
+from distill.artifact import StudentInfo
 from distill.benchmarks.cli import command
 from distill.benchmarks.serve import (
     COLUMNS,
@@ -80,11 +80,9 @@ def test_articles_are_real_distinct_and_trimmed_to_id_title_content(shared_label
 @pytest.fixture(scope="module")
 def student(tmp_path_factory, tiny_bert_dir) -> Path:
     spec = load_filter("sustainability/v1")
-    folder = tmp_path_factory.mktemp("student")
-    shutil.copytree(tiny_bert_dir, folder, dirs_exist_ok=True)
-    write_info(folder, StudentInfo(spec.name, spec.version, spec.config_hash, spec.dimension_names, "tiny",
-                                   "encoder", "full", 64, 0.8, [6.0] * 8, [40.0] * 8))
-    return folder
+    return tiny_student(tmp_path_factory, tiny_bert_dir, StudentInfo(
+        spec.name, spec.version, spec.config_hash, spec.dimension_names, "tiny",
+        "encoder", "full", 64, 0.8, [6.0] * 8, [40.0] * 8))
 
 
 @pytest.mark.slow

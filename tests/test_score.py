@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import first_rows, write_jsonl
+from conftest import first_rows, tiny_student, write_jsonl
 
 from distill.artifact import Calibration, StudentInfo, write_info
 from distill.errors import ConfigError, ModelArtifactError, RecordError
@@ -36,10 +36,7 @@ def student_info(architecture: str = "encoder", max_tokens: int = 64) -> Student
 
 @pytest.fixture(scope="module")
 def student(tmp_path_factory, tiny_bert_dir) -> Path:
-    folder = tmp_path_factory.mktemp("student")
-    shutil.copytree(tiny_bert_dir, folder, dirs_exist_ok=True)
-    write_info(folder, student_info())
-    return folder
+    return tiny_student(tmp_path_factory, tiny_bert_dir, student_info())
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ import gzip
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -18,10 +17,9 @@ import zlib
 from pathlib import Path
 
 import pytest
-from conftest import write_jsonl
+from conftest import tiny_student, write_jsonl
 from test_score import student_info
 
-from distill.artifact import write_info
 from distill.records import RAW_LIMIT
 from distill.truncation import clip_chars
 
@@ -37,10 +35,7 @@ def article(i: int) -> dict:
 
 @pytest.fixture(scope="module")
 def student(tmp_path_factory, tiny_bert_dir) -> Path:
-    folder = tmp_path_factory.mktemp("student")
-    shutil.copytree(tiny_bert_dir, folder, dirs_exist_ok=True)
-    write_info(folder, student_info())
-    return folder
+    return tiny_student(tmp_path_factory, tiny_bert_dir, student_info())
 
 
 def score(capsys, *args, progress: bool = False) -> tuple[int, str]:

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import first_rows, write_jsonl
+from conftest import first_rows, tiny_student, write_jsonl
 
-from distill.artifact import StudentInfo, write_info
+from distill.artifact import StudentInfo
 from distill.errors import ConfigError
 from distill.filter_spec import load_filter
 from distill.scoring import score_record
@@ -32,10 +32,7 @@ def students(tmp_path_factory, tiny_bert_dir) -> dict[str, Path]:
     """Two students with the same tokenizer: one per filter (the weights are the same random BERT)."""
     folders = {}
     for spec, name in ((SUSTAIN, "tiny-s"), (UPLIFT, "tiny-u")):
-        folder = tmp_path_factory.mktemp(name)
-        shutil.copytree(tiny_bert_dir, folder, dirs_exist_ok=True)
-        write_info(folder, info_for(spec, name))
-        folders[spec.name] = folder
+        folders[spec.name] = tiny_student(tmp_path_factory, tiny_bert_dir, info_for(spec, name), name)
     return folders
 
 

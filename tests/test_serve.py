@@ -12,7 +12,6 @@ import json
 import os
 import re
 import select
-import shutil
 import signal
 import subprocess
 import sys
@@ -21,9 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import first_rows, write_jsonl
+from conftest import first_rows, tiny_student, write_jsonl
 
-from distill.artifact import StudentInfo, write_info
+from distill.artifact import StudentInfo
 from distill.filter_spec import load_filter
 from distill.serve.runner import score_corpus
 from distill.serve.settings import ScoreSettings
@@ -95,10 +94,7 @@ def make_students(tmp_path_factory, tiny_bert_dir) -> dict[str, Path]:
     """A tiny BERT student per filter (same tokenizer, so one tokenisation serves both)."""
     folders = {}
     for spec, name in ((SUSTAIN, "tiny-s"), (UPLIFT, "tiny-u")):
-        folder = tmp_path_factory.mktemp(name)
-        shutil.copytree(tiny_bert_dir, folder, dirs_exist_ok=True)
-        write_info(folder, student_info(spec, name))
-        folders[spec.id] = folder
+        folders[spec.id] = tiny_student(tmp_path_factory, tiny_bert_dir, student_info(spec, name), name)
     return folders
 
 
