@@ -1,4 +1,5 @@
-"""Scale-test corpora: N articles of JSONL with a realistic length mix.
+"""Scale-test corpora: N articles of JSONL (or Parquet, for an output named
+*.parquet) with a realistic length mix.
 
 With a source file, articles are drawn from it with replacement, given new
 unique ids and lightly perturbed (a few words swapped for vocabulary words)
@@ -22,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from distill.columnar import ParquetRowWriter, is_parquet
 from distill.errors import ConfigError, DistillError
 from distill.records import ReadStats, dumps_line, open_text, read_articles
 from distill.settings import Settings
@@ -235,9 +237,21 @@ def write_corpus(settings: CorpusSettings, output: str | Path) -> CorpusStats:
     words = np.zeros(settings.count, dtype=np.int64)
     records = iter_corpus(settings, words)
     output.parent.mkdir(parents=True, exist_ok=True)
+    if is_parquet(output):
+        _write_parquet(settings, output, records)
+        return CorpusStats(output, settings.count, time.perf_counter() - start, words)
     partial = output.with_name(output.stem + ".partial" + output.suffix)  # keeps .gz last
     with open_text(partial, "w") as handle:
         for record in records:
             handle.write(dumps_line(record))
     os.replace(partial, output)
     return CorpusStats(output, settings.count, time.perf_counter() - start, words)
+
+
+def _write_parquet(settings: CorpusSettings, output: Path, records: Iterator[dict]) -> None:
+    """The same records as Parquet, a row group at a time (renamed into place when whole)."""
+    columns = ["id", "title", "content"] + (["origin_id"] if settings.source is not None else [])
+    writer = ParquetRowWriter(output, columns)
+    for record in records:
+        writer.append(record)
+    writer.close()

@@ -4,7 +4,9 @@ The typed records: `Article` (what distill-label reads), `LabelledRecord` (what
 it writes: the article + scores + oracle), `TrainingExample` (one line of a
 distill-prepare split), each with `from_json` / `to_json`.
 
-Readers yield one record at a time so memory stays flat on any corpus size.
+Readers yield one record at a time so memory stays flat on any corpus size;
+`iter_objects` also reads Parquet files and datasets.save_to_disk folders
+(distill/columnar.py), whose rows count as lines.
 A bad line is never fatal and never silent: it becomes a `Reject` naming the
 file, line and reason, which callers count and write to a rejects file
 (`strict=True` raises instead). Writers append each record as one `write` of
@@ -151,6 +153,18 @@ def iter_json_lines(
         error = _stream_error(handle)
     if error is not None:  # torn exactly at a line end
         yield line_no + 1, _torn_gzip(path, line_no + 1, error, b"")
+
+
+def iter_objects(
+    path: str | Path, stats: ReadStats | None = None
+) -> Iterator[tuple[int, dict[str, Any] | Reject]]:
+    """(line or row number, object or Reject) for JSONL (.jsonl, .jsonl.gz), Parquet or a
+    datasets.save_to_disk folder: every reader of articles and labels comes through here."""
+    from distill import columnar  # imported here: columnar builds on this module
+
+    if columnar.is_columnar(path):
+        return columnar.iter_rows(path, stats)
+    return iter_json_lines(path, stats)
 
 
 def parse_line(path: str, line_no: int, raw: bytes) -> dict[str, Any] | Reject | None:
@@ -304,6 +318,9 @@ class TrainingExample:
     overall_score: float | None = None
     tier: str = ""
     weight: float | None = None  # per-example loss weight: train, with --weighting, only
+    # The labelled article's own plain fields (language, source, ...), carried so
+    # that distill-evaluate --slice-by can group test articles by them.
+    fields: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_json(cls, obj: dict[str, Any], num_dimensions: int) -> TrainingExample:
@@ -320,8 +337,9 @@ class TrainingExample:
             raise ValueError("field 'weight': must be a positive number")
         overall = obj.get("overall_score")
         overall = float(overall) if isinstance(overall, (int, float)) and not isinstance(overall, bool) else None
+        carried = obj.get("fields")
         return cls(str(obj.get("id", "")), text, values, overall, str(obj.get("tier", "")),
-                   float(weight) if "weight" in obj else None)
+                   float(weight) if "weight" in obj else None, carried if isinstance(carried, dict) else {})
 
     def to_json(self) -> dict[str, Any]:
         row: dict[str, Any] = {"id": self.id, "text": self.text, "dimension_scores": list(self.dimension_scores)}
@@ -330,6 +348,8 @@ class TrainingExample:
         row["tier"] = self.tier
         if self.weight is not None:
             row["weight"] = self.weight
+        if self.fields:
+            row["fields"] = dict(self.fields)
         return row
 
 
@@ -339,7 +359,7 @@ def read_articles(
     strict: bool = False,
     stats: ReadStats | None = None,
 ) -> Iterator[Article]:
-    """Stream valid articles from JSONL files; bad lines go to `rejects`."""
+    """Stream valid articles from JSONL, Parquet or datasets folders; bad lines go to `rejects`."""
     yield from read_records(paths, parse_article, rejects, strict, stats)
 
 
@@ -353,7 +373,7 @@ def read_records(
     """Stream `parse(obj)` for each line; a ValueError from `parse` rejects the line."""
     stats = stats if stats is not None else ReadStats()
     for path in paths:
-        for line_no, obj in iter_json_lines(path, stats):
+        for line_no, obj in iter_objects(path, stats):
             if not isinstance(obj, Reject):
                 try:
                     record = parse(obj)

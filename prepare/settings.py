@@ -10,12 +10,13 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from distill.columnar import folder_problem, pyarrow_problem
 from distill.settings import Settings
 
 
 @dataclass
 class PrepareSettings(Settings):
-    inputs: list[Path] = field(metadata={"flag": "--input", "help": "labelled JSONL file(s) (.jsonl or .jsonl.gz); repeat the flag for several"})
+    inputs: list[Path] = field(metadata={"flag": "--input", "help": "labelled file(s) (.jsonl, .jsonl.gz or .parquet) or datasets.save_to_disk folders; repeat the flag for several"})
     filter: str = field(metadata={"help": "filter the labels were made with: name/vN, a bare name (newest version) or a folder"})
     output_dir: Path | None = field(default=None, metadata={"help": "folder for train/val/test.jsonl, prepare_report.json, rejects.jsonl; default: datasets/<filter name>/v<version>"})
     train_ratio: float = field(default=0.8, metadata={"help": "share of examples for train"})
@@ -36,7 +37,7 @@ class PrepareSettings(Settings):
         problems = []
         if not self.inputs:
             problems.append("--input: give at least one labelled JSONL file")
-        problems += [f"--input: {p}: no such file" for p in self.inputs if not Path(p).is_file()]
+        problems += [f"--input: {p}: {problem}" for p in self.inputs if (problem := _input_problem(Path(p)))]
         for name, value in self.ratios.items():
             if not math.isfinite(value) or not 0 <= value <= 1:
                 problems.append(f"--{name}-ratio: must be in 0..1 (got {value})")
@@ -53,3 +54,12 @@ class PrepareSettings(Settings):
         if self.tokenizer is not None and not Path(self.tokenizer).is_dir():
             problems.append(f"--tokenizer: {self.tokenizer} is not a folder")
         return problems
+
+
+def _input_problem(path: Path) -> str | None:
+    """Why an --input cannot be read as labelled records, or None."""
+    if path.is_dir():
+        return folder_problem(path) or pyarrow_problem(path)
+    if not path.is_file():
+        return "no such file"
+    return pyarrow_problem(path)

@@ -15,13 +15,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from distill.columnar import data_files
 from distill.errors import ConfigError, RecordError
 from distill.filter_spec import FilterSpec
 from distill.records import (
     LabelledRecord,
     ReadStats,
     Reject,
-    iter_json_lines,
+    iter_objects,
     score_like_names,
     scores_object,
 )
@@ -39,6 +40,7 @@ class Example:
     tier: str
     path: str  # where it was read, for duplicate reports
     line: int
+    fields: dict[str, Any] = field(default_factory=dict)  # the article's plain fields (language, source, ...)
 
     @property
     def source(self) -> str:
@@ -74,7 +76,7 @@ def load_labelled(
         result.inputs.append(info)
         checked = False
         stats = ReadStats()
-        for line_no, obj in iter_json_lines(path, stats):
+        for line_no, obj in iter_objects(path, stats):
             if not isinstance(obj, Reject) and not checked:
                 checked = check_dimension_names(obj, spec, scores_field, f"{path}:{line_no}")
             try:
@@ -110,7 +112,14 @@ def parse_labelled(
         tier=result.tier,
         path=path,
         line=line,
+        fields=plain_fields(record.article.extra),
     )
+
+
+def plain_fields(extra: dict[str, Any]) -> dict[str, Any]:
+    """The article fields a split carries: strings, numbers, booleans and nulls.
+    Nested objects (another tool's analysis, say) would only bloat every line."""
+    return {k: v for k, v in extra.items() if v is None or isinstance(v, (str, int, float, bool))}
 
 
 def check_dimension_names(obj: dict[str, Any], spec: FilterSpec, scores_field: str, where: str) -> bool:
@@ -133,8 +142,10 @@ def check_dimension_names(obj: dict[str, Any], spec: FilterSpec, scores_field: s
 
 
 def file_sha256(path: str | Path) -> str:
+    """The file's sha256; a datasets folder's is that of its data files in order."""
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
+    for part in data_files(Path(path)) if Path(path).is_dir() else [Path(path)]:
+        with open(part, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
     return digest.hexdigest()

@@ -32,8 +32,9 @@ from typing import Any
 
 import numpy as np
 
+from distill.columnar import OutputWriter, open_output, publish_outputs
 from distill.errors import ConfigError, DistillError, RecordError
-from distill.records import JsonlWriter, Reject, RejectsWriter
+from distill.records import Reject, RejectsWriter
 from distill.serve.batcher import Timings
 from distill.serve.jobs import (
     Entry,
@@ -65,10 +66,11 @@ def score_corpus_ray(settings: ScoreSettings, progress: Callable[[int], None] | 
             dataset = _pipeline(ray, settings, plan)
             summary.startup = time.perf_counter() - start
             with ExitStack() as stack:
-                writers = [stack.enter_context(JsonlWriter(job.output)) for job in plan.jobs]
+                writers = [stack.enter_context(open_output(job.output)) for job in plan.jobs]
                 rejects = stack.enter_context(RejectsWriter(plan.rejects))
                 _drain(dataset, plan, writers, rejects, summary, progress, settings.strict)
                 summary.rejected = rejects.count
+                publish_outputs(writers)
         finally:
             if started_here:
                 ray.shutdown()
@@ -240,7 +242,7 @@ def unpack(flat: bytes, lengths: bytes) -> list[list[int]]:
     return [ids[end - n:end].tolist() for end, n in zip(ends, np.frombuffer(lengths, dtype=np.int32), strict=True)]
 
 
-def _drain(dataset: Any, plan: Plan, writers: list[JsonlWriter], rejects: RejectsWriter,
+def _drain(dataset: Any, plan: Plan, writers: list[OutputWriter], rejects: RejectsWriter,
            summary: RunSummary, progress: Callable[[int], None] | None, strict: bool) -> None:
     """Write each window's rejects and records as it arrives, in input order."""
     counts, handled = {"resumed": 0, "jobs": [[0, 0] for _ in plan.jobs]}, 0

@@ -5,7 +5,8 @@ the output holds complete records plus at most one torn last line. Resuming
 trims that line, reads the ids already written and skips them; the rerun
 then appends exactly the missing ones, so every valid input id ends up in
 the output exactly once. The output is the only progress record: no side
-file can disagree with it.
+file can disagree with it. A Parquet output's progress is the published file
+plus its journal (distill/columnar.py), read together the same way.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from distill.records import iter_json_lines, repair_tail
+from distill.columnar import is_parquet, journal_path
+from distill.errors import OutputError
+from distill.records import Reject, iter_objects, repair_tail
 
 
 @dataclass
@@ -42,11 +45,17 @@ class ResumeState:
 def load_resume_state(output: Path) -> ResumeState:
     """Repair the output's tail and collect the ids (and models) already in it."""
     state = ResumeState()
-    if not output.exists():
-        return state
-    state.torn_line_trimmed = repair_tail(output)
-    for _, obj in iter_json_lines(output):
-        if isinstance(obj, dict) and isinstance(obj.get("id"), str):
-            state.done.add(obj["id"])
-            state.models[str(obj.get("model"))] += 1
+    # A Parquet output: the published file, then the journal of records since.
+    for path in [output, journal_path(output)] if is_parquet(output) else [output]:
+        if not path.exists():
+            continue
+        if not is_parquet(path):
+            state.torn_line_trimmed |= repair_tail(path)
+        for _, obj in iter_objects(path):
+            if isinstance(obj, Reject) and is_parquet(path):  # never resume into (or replace) a stranger's file
+                raise OutputError(f"{path}: {obj.reason}; not a Parquet file distill-score wrote: move it "
+                                  "away or score into another --output")
+            if isinstance(obj, dict) and isinstance(obj.get("id"), str):
+                state.done.add(obj["id"])
+                state.models[str(obj.get("model"))] += 1
     return state
