@@ -60,31 +60,13 @@ def _plan(spec, settings: LabelSettings) -> None:
 
 
 def _label(spec, settings: LabelSettings) -> None:
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        ProgressColumn,
-        TextColumn,
-        TimeRemainingColumn,
-    )
-    from rich.text import Text
-
     from distill.label.report import print_table, summary_table
     from distill.label.run import run_labelling
+    from distill.progress import Progress
 
-    class Rate(ProgressColumn):
-        def render(self, task) -> Text:
-            return Text(f"{task.speed or 0:.1f} articles/s")
-
-    columns = [TextColumn("labelling"), BarColumn(), MofNCompleteColumn(), Rate(),
-               TimeRemainingColumn(), TextColumn("spend ${task.fields[spend]:.4f}")]
-    console = Console(stderr=True)
-    with Progress(*columns, console=console, disable=not settings.progress) as bar:
-        task = bar.add_task("label", total=settings.target_count, spend=0.0)
+    with Progress(settings.target_count, "labelling", "articles", enabled=settings.progress) as bar:
         stats, selection = run_labelling(
-            spec, settings, lambda advance, spend: bar.update(task, advance=advance, spend=spend)
+            spec, settings, lambda advance, spend: bar.update(advance, spend=f"${spend:.4f}")
         )
     print_table(summary_table(stats, selection, settings.generation(spec).model))
     for reject in selection.first_rejects:

@@ -20,7 +20,7 @@ from distill.settings import options_from
 @click.option("--show", type=int, default=0, show_default=True,
               help="print the first N records of each output as a table (id, tier, overall, strongest dimensions)")
 def command(show: int, **options) -> None:
-    """Score articles in INPUTS (JSONL) with a student model; write scored JSONL.
+    """Score articles in INPUTS (JSONL, Parquet or datasets folders) with a student model; write scored JSONL or Parquet.
 
     Each output line: id, scores {dimension: 0-10}, overall_score, tier,
     prefilter ("passed" or why the article was blocked), model. Records come
@@ -57,12 +57,12 @@ def _print_records(path: Path, limit: int) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from distill.records import Reject, iter_json_lines
+    from distill.records import Reject, iter_objects
 
     table = Table(title=f"first {limit} records of {path}")
     for name in ("id", "tier", "overall", "strongest dimensions"):
         table.add_column(name, justify="right" if name == "overall" else "left")
-    for shown, (line_no, record) in enumerate(iter_json_lines(path)):
+    for shown, (line_no, record) in enumerate(iter_objects(path)):
         if shown == limit:
             break
         row = None if isinstance(record, Reject) else _record_row(record)
@@ -90,7 +90,7 @@ def _record_row(record: dict) -> tuple[str, str, str, str] | None:
 
 
 class _ProgressBar:
-    """A tqdm bar over the input lines, opened at the run's first progress call: by then
+    """Progress over the input lines, opened at the run's first progress call: by then
     the run has checked its settings, so a missing input is its error, not the bar's."""
 
     def __init__(self, inputs: list[Path]):
@@ -98,11 +98,10 @@ class _ProgressBar:
 
     def __call__(self, done: int) -> None:
         if self.bar is None:
-            from tqdm import tqdm
+            from distill.progress import Progress
 
-            self.bar = tqdm(total=count_lines(self.inputs), unit=" articles", unit_scale=True,
-                            desc="scoring", smoothing=0.05, dynamic_ncols=True)
-        self.bar.update(done - self.bar.n)
+            self.bar = Progress(count_lines(self.inputs), "scoring", "articles", scale_units=True)
+        self.bar.advance_to(done)
 
     def close(self) -> None:
         if self.bar is not None:
@@ -112,11 +111,16 @@ class _ProgressBar:
 def count_lines(paths: list[Path]) -> int:
     """Input lines (an upper bound on articles) for the progress bar's ETA.
 
-    A torn .gz counts up to where its data ends; the run reports it as a reject."""
+    A torn .gz counts up to where its data ends; the run reports it as a reject.
+    Parquet files and datasets folders count their rows."""
+    from distill.columnar import count_rows, is_columnar
     from distill.records import open_lines
 
     total = 0
     for path in paths:
+        if is_columnar(path):
+            total += count_rows(path)
+            continue
         with open_lines(path) as handle:
             while block := handle.read(1 << 22):
                 total += block.count(b"\n")

@@ -29,6 +29,7 @@ from distill.artifact import (
 )
 from distill.errors import CheckpointError, ConfigError
 from distill.filter_spec import FilterSpec, load_filter
+from distill.progress import Progress
 from distill.splits import Split, read_split
 from distill.student.encode import encode_texts
 from distill.student.heads import verify_head
@@ -38,6 +39,7 @@ from distill.train import checkpoint as ckpt
 from distill.train.data import length_grouped_batches, tier_balance_weights
 from distill.train.model import build_student, pad_batch, save_student
 from distill.train.settings import TrainSettings
+from distill.train.tracking import Tracker, open_tracker
 
 Echo = Callable[[str], None]
 
@@ -106,6 +108,7 @@ class TrainRun:
     max_tokens: int
     accelerator: Any | None
     echo: Echo
+    tracker: Tracker | None = None  # --report-to
 
     @property
     def last(self) -> Path:
@@ -253,12 +256,16 @@ def train(settings: TrainSettings, echo: Echo = print) -> Path:
     """Run distill-train; returns the finished model folder."""
     settings.validate()
     run, state = setup(settings, echo)
-    run.model.train()
-    while state.epoch < run.settings.epochs:
-        train_loss = train_epoch(run, state)
-        if end_epoch(run, state, train_loss):
-            break
-    return save(run, state)
+    try:
+        run.model.train()
+        while state.epoch < run.settings.epochs:
+            train_loss = train_epoch(run, state)
+            if end_epoch(run, state, train_loss):
+                break
+        return save(run, state)
+    finally:
+        if run.tracker is not None:
+            run.tracker.close()
 
 
 def setup(settings: TrainSettings, echo: Echo) -> tuple[TrainRun, TrainState]:
@@ -284,12 +291,14 @@ def setup(settings: TrainSettings, echo: Echo) -> tuple[TrainRun, TrainState]:
     torch.manual_seed(settings.seed)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     max_tokens = settings.max_length or spec.truncation.student_tokens
+    # Before the model loads, so a missing tracker package fails in a second, not minutes.
+    tracker = open_tracker(settings.report_to, out, settings.to_json())
 
     model, tokenizer, arch = setup_model(settings, spec, device)
     data = setup_data(settings, spec, tokenizer, max_tokens, echo)
     optimizer = setup_optimizer(model, settings)
     run = TrainRun(settings, spec, out, model, model, tokenizer, arch, data, optimizer, device, max_tokens,
-                   accelerator, echo)
+                   accelerator, echo, tracker)
     state = TrainState()
     if saved is not None:
         ckpt.check_position(last, saved, run.steps_per_epoch, settings.epochs)
@@ -300,24 +309,24 @@ def setup(settings: TrainSettings, echo: Echo) -> tuple[TrainRun, TrainState]:
         run.model, run.device = accelerator.prepare_model(model), accelerator.device.type
     echo(f"Training {settings.model_name} ({arch}, {'full' if settings.full_finetune else f'LoRA r={settings.lora_rank}'}, "
          f"{trainable / 1e6:.2f}M trainable) on {len(data.train_ids)} examples, {len(data.val_ids)} val, "
-         f"{max_tokens} tokens, {run.device}")
+         f"{max_tokens} tokens, {run.device}, attention {model.config._attn_implementation}")
     return run, state
 
 
 def train_epoch(run: TrainRun, state: TrainState) -> float | None:
     """One pass over train from where `state` stands; returns the smoothed train loss (None: no step left)."""
     import torch
-    from tqdm import tqdm
 
     settings, data, device, epoch = run.settings, run.data, run.device, state.epoch
     total_steps = run.steps_per_epoch * settings.epochs
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda" else torch.autocast("cpu", enabled=False)
     batches = length_grouped_batches(run.lengths, settings.batch_size, settings.seed, epoch)
     skip = state.step_in_epoch
-    bar = tqdm(batches[skip:], desc=f"Epoch {epoch + 1}/{settings.epochs}", initial=skip,
-               total=len(batches), dynamic_ncols=True, disable=not run.main_process)
+    bar = Progress(len(batches), f"Epoch {epoch + 1}/{settings.epochs}", "steps", initial=skip,
+                   enabled=run.main_process)
     running, started = None, time.monotonic()
-    for batch in bar:
+    for batch in batches[skip:]:
+        step_started = time.monotonic()
         index, divisor = local_share(batch, data.train_weights, run.accelerator)
         for group in run.optimizer.param_groups:
             group["lr"] = learning_rate_at(state.global_step, total_steps, settings)
@@ -334,7 +343,13 @@ def train_epoch(run: TrainRun, state: TrainState) -> float | None:
         state.global_step += 1
         state.step_in_epoch += 1
         running = loss.item() if running is None else 0.95 * running + 0.05 * loss.item()
-        bar.set_postfix(loss=f"{running:.4f}")
+        bar.update(1, loss=f"{running:.4f}")
+        if run.tracker is not None:
+            seconds = max(time.monotonic() - step_started, 1e-9)
+            run.tracker.log({"train/loss": loss.item(), "train/loss_smoothed": running,
+                             "train/learning_rate": run.optimizer.param_groups[0]["lr"],
+                             "train/examples_per_s": len(index) / seconds,
+                             "train/tokens_per_s": float(mask.sum()) / seconds}, step=state.global_step)
         if settings.save_steps and state.global_step % settings.save_steps == 0:
             state.train_seconds += time.monotonic() - started
             started = time.monotonic()
@@ -352,6 +367,11 @@ def end_epoch(run: TrainRun, state: TrainState, train_loss: float | None) -> boo
     loss_text = "n/a" if train_loss is None else f"{train_loss:.4f}"  # None: resumed at the epoch's end
     echo(f"Epoch {state.epoch}: loss={loss_text} val_loss={metrics['val_loss']:.4f} "
          f"val_mae={metrics['val_mae']:.4f}")
+    if run.tracker is not None:
+        per_dimension = dict(zip(run.spec.dimension_names, metrics["val_mae_per_dimension"], strict=True))
+        run.tracker.log({"val/loss": metrics["val_loss"], "val/mae": metrics["val_mae"], "epoch": state.epoch,
+                         **{f"val/mae_{name}": value for name, value in per_dimension.items()}},
+                        step=state.global_step)
     save_last(run, state, metrics, also_best=improved)
     echo(f"  saved checkpoint {run.last}")
     if improved:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from distill.artifact import StudentInfo, write_info
+from distill.model_card import write_card
 from distill.student.encode import pad_sequences
 from distill.student.heads import head_checksum, head_name
 from distill.student.load import (
@@ -113,7 +114,7 @@ def add_lora(model: Any, rank: int) -> Any:
 
 
 def save_student(model: Any, tokenizer: Any, info: StudentInfo, folder: str | Path) -> Path:
-    """Weights (safetensors), tokenizer and distill.json, with the head's checksum recorded."""
+    """Weights (safetensors), tokenizer, distill.json (with the head's checksum) and the model card."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     for config in getattr(model, "peft_config", {}).values():
@@ -123,6 +124,7 @@ def save_student(model: Any, tokenizer: Any, info: StudentInfo, folder: str | Pa
     tokenizer.save_pretrained(folder)
     info.training = {**info.training, "head_sha256": head_checksum(model)}
     write_info(folder, info)
+    write_card(folder, info)
     return folder
 
 

@@ -15,6 +15,7 @@ from distill.settings import Settings
 
 LOSSES = ("mse", "l1", "huber", "mse+l1")
 SPLIT_FILES = ("train.jsonl", "val.jsonl")
+REPORT_TO = ("tensorboard", "mlflow", "wandb")
 
 
 @dataclass
@@ -40,6 +41,9 @@ class TrainSettings(Settings):
     resume: bool = field(default=False, metadata={"help": "continue from the latest checkpoint in --output-dir (weights, optimiser, step, data order)"})
     save_steps: int = field(default=0, metadata={"help": "also checkpoint every N optimiser steps within an epoch (0 = only at epoch ends)"})
     num_threads: int | None = field(default=None, metadata={"help": "CPU threads for torch (default: torch's choice)"})
+    report_to: str | None = field(default=None, metadata={"choices": REPORT_TO, "help": (
+        "also log loss, learning rate, throughput and val metrics through accelerate's tracker: tensorboard "
+        "(into OUTPUT_DIR/runs), mlflow or wandb (each needs its package)")})
 
     def resolved_output_dir(self, filter_name: str) -> Path:
         return Path(self.output_dir) if self.output_dir else Path("models") / filter_name
@@ -64,6 +68,8 @@ class TrainSettings(Settings):
             problems.append(f"--warmup-ratio: must be in [0, 1) (got {self.warmup_ratio})")
         if self.tier_balance < 0 or self.patience < 0 or self.save_steps < 0:
             problems.append("--tier-balance, --patience and --save-steps must not be negative")
+        if self.report_to is not None and self.report_to not in REPORT_TO:
+            problems.append(f"--report-to: one of {', '.join(REPORT_TO)} (got {self.report_to!r})")
         if self.load_in_4bit and self.full_finetune:
             problems.append("--load-in-4bit: 4-bit weights cannot be fully fine-tuned; drop --full-finetune")
         return problems

@@ -19,7 +19,7 @@ from typing import Any
 
 from distill.artifact import INFO_FILE, RESTORE, StudentInfo, read_info, weight_shapes
 from distill.errors import ModelArtifactError
-from distill.local_models import MINILM_HUB_ID
+from distill.local_models import MINILM_HUB_ID, MissingPackageError
 from distill.student.files import (
     ADAPTER_CONFIG_FILE,
     ADAPTER_FILE,
@@ -62,7 +62,7 @@ def resolve_base(base_model: str) -> str:
 
         try:
             return str(minilm_dir())
-        except Exception:  # package absent: fall back to the hub (or HF cache)
+        except MissingPackageError:  # package absent: fall back to the hub (or HF cache)
             return base_model
     return base_model
 
@@ -74,7 +74,7 @@ def portable_base_name(base_model: str) -> str:
 
         if Path(base_model).resolve() == minilm_dir().resolve():
             return MINILM_HUB_ID
-    except Exception:
+    except (MissingPackageError, ModelArtifactError):  # absent or altered: not the packaged MiniLM
         pass
     return base_model
 
