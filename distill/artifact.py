@@ -24,6 +24,7 @@ import numpy as np
 from distill import __version__
 from distill.errors import ModelArtifactError, OutputError
 from distill.filter_spec import FilterSpec
+from distill.scoring import tier_shift_problems
 
 INFO_FILE = "distill.json"
 CALIBRATION_FILE = "calibration.json"
@@ -221,13 +222,19 @@ class TargetScaler:
 
 
 class Calibration:
-    """Per-dimension monotone maps (isotonic fits stored as knots), applied with interp.
+    """Per-dimension monotone maps (isotonic fits stored as knots), applied with interp,
+    and optionally an operating point for tiers (distill.scoring's `shifts`).
 
-    Stored as JSON, never pickled: {"dimensions": {name: {"x": [...], "y": [...]}}}.
+    Stored as JSON, never pickled: {"dimensions": {name: {"x": [...], "y": [...]}},
+    "method": how the knots were fitted, "tier_shifts": {tier: shift}}; the last two
+    are optional. Every stage that loads it tiers with its tier_shifts.
     """
 
-    def __init__(self, knots: dict[str, tuple[list[float], list[float]]]):
+    def __init__(self, knots: dict[str, tuple[list[float], list[float]]], method: str | None = None,
+                 tier_shifts: dict[str, float] | None = None):
         self.knots = knots
+        self.method = method
+        self.tier_shifts = dict(tier_shifts or {})
 
     def apply(self, scores: np.ndarray, dimensions: list[str]) -> np.ndarray:
         out = np.array(scores, dtype=np.float64, copy=True)
@@ -237,9 +244,21 @@ class Calibration:
                 out[:, j] = np.interp(out[:, j], x, y)
         return np.clip(out, 0.0, 10.0)
 
+    def check_tier_shifts(self, spec: FilterSpec, folder: str | Path) -> None:
+        """Refuse an operating point that does not fit `spec` (a tier it lacks, tiers out of order)."""
+        problems = tier_shift_problems(spec, self.tier_shifts)
+        if problems:
+            raise ModelArtifactError(
+                f"{Path(folder) / CALIBRATION_FILE}: its tier_shifts do not fit filter {spec.id}: {problems[0]}; "
+                "refit them with distill-evaluate --target-recall, or remove tier_shifts")
+
     def save(self, folder: str | Path) -> Path:
         path = Path(folder) / CALIBRATION_FILE
-        data = {"dimensions": {k: {"x": list(x), "y": list(y)} for k, (x, y) in self.knots.items()}}
+        data: dict[str, Any] = {"dimensions": {k: {"x": list(x), "y": list(y)} for k, (x, y) in self.knots.items()}}
+        if self.method:
+            data["method"] = self.method
+        if self.tier_shifts:
+            data["tier_shifts"] = dict(self.tier_shifts)
         write_text_atomic(path, json.dumps(data, indent=1) + "\n")
         return path
 
@@ -250,9 +269,17 @@ class Calibration:
             return None
         try:
             raw = json.loads(path.read_text(encoding="utf-8"))
-            return cls({k: (list(v["x"]), list(v["y"])) for k, v in raw["dimensions"].items()})
-        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError) as exc:
+            shifts = {str(k): _finite(v, f"tier_shifts.{k}") for k, v in raw.get("tier_shifts", {}).items()}
+            return cls({k: (list(v["x"]), list(v["y"])) for k, v in raw["dimensions"].items()},
+                       raw.get("method"), shifts)
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError, ValueError) as exc:
             raise ModelArtifactError(
                 f"{path}: not a calibration file ({type(exc).__name__}: {exc}); "
                 "refit it with distill-evaluate --calibrate, or delete it"
             ) from None
+
+
+def _finite(value: Any, key: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{key} is {value!r}, not a finite number")
+    return float(value)

@@ -2,6 +2,12 @@
 
 Labelling, preparation, evaluation and scoring all call these functions, so a
 filter's weights, gatekeepers, caps and tiers mean the same thing everywhere.
+
+An *operating point* (`shifts`, tier -> amount) moves a tier's lower boundary:
+the tier is reached when overall score + shift >= its minimum. The overall
+score itself is untouched. `distill-evaluate --target-recall` fits one on val
+and saves it in calibration.json; score, serve and evaluate pass it here, so
+they tier alike. No shifts (the default) means the filter's own thresholds.
 """
 
 from __future__ import annotations
@@ -16,6 +22,8 @@ from distill.filter_spec import FilterSpec
 # Overall scores are rounded so that e.g. weights summing to 0.9999999 cannot
 # drop an article that sits exactly on a tier boundary into the tier below.
 _DECIMALS = 6
+
+TierShifts = Mapping[str, float]  # tier name -> shift of the overall score at its lower boundary
 
 
 @dataclass(frozen=True)
@@ -42,12 +50,13 @@ def score_record(
     spec: FilterSpec,
     scores: Mapping[str, float] | Sequence[float],
     content_type: str | None = None,
+    shifts: TierShifts | None = None,
 ) -> ScoreResult:
-    """Overall score, tier and what capped it, for one article."""
+    """Overall score, tier (at the operating point `shifts`, if any) and what capped it, for one article."""
     vector = score_vector(spec, scores)
     overall, capped = overall_scores(spec, vector[None, :], [content_type], explain=True)
     value = float(overall[0])
-    return ScoreResult(value, tier_for(spec, value), capped[0])
+    return ScoreResult(value, tier_for(spec, value, shifts), capped[0])
 
 
 def overall_scores(
@@ -90,12 +99,38 @@ def overall_scores(
     return overall
 
 
-def tier_for(spec: FilterSpec, overall: float) -> str:
+def tier_for(spec: FilterSpec, overall: float, shifts: TierShifts | None = None) -> str:
     """The first tier, checked from the highest minimum down, that the score reaches."""
-    for tier in spec.tiers:
-        if overall >= tier.min_score:
-            return tier.name
+    for name, minimum in _checked_minimums(spec, shifts).items():
+        if overall >= minimum:
+            return name
     return spec.tiers[-1].name
+
+
+def tier_shift_problems(spec: FilterSpec, shifts: TierShifts) -> list[str]:
+    """What is wrong with an operating point for this filter (empty when it can be used)."""
+    names = spec.tier_names
+    problems = [f"tier {t!r} is not a tier of {spec.id} ({', '.join(names)})" for t in shifts if t not in names]
+    if names[-1] in shifts:
+        problems.append(f"tier {names[-1]!r} is the lowest tier, which takes every score: it has no boundary to shift")
+    if not problems:
+        mins = list(tier_minimums(spec, shifts).values())
+        problems += [f"shifted boundaries must keep the tiers in order, but {hi} would start at {a:g} and {lo} "
+                     f"at {b:g}" for hi, lo, a, b in zip(names, names[1:], mins, mins[1:], strict=False) if a <= b]
+    return problems
+
+
+def tier_minimums(spec: FilterSpec, shifts: TierShifts | None = None) -> dict[str, float]:
+    """The lowest overall score each tier takes at this operating point, highest tier first."""
+    # Rounded like overall scores, so a shift fitted to put a score exactly on a boundary does.
+    return {t.name: round(t.min_score - float((shifts or {}).get(t.name, 0.0)), _DECIMALS) for t in spec.tiers}
+
+
+def _checked_minimums(spec: FilterSpec, shifts: TierShifts | None) -> dict[str, float]:
+    problems = tier_shift_problems(spec, shifts) if shifts else []
+    if problems:
+        raise ValueError("; ".join(problems))
+    return tier_minimums(spec, shifts)
 
 
 def top_populated_tier(spec: FilterSpec, support: Mapping[str, int]) -> str | None:
@@ -103,9 +138,9 @@ def top_populated_tier(spec: FilterSpec, support: Mapping[str, int]) -> str | No
     return next((name for name in spec.tier_names[:-1] if support.get(name, 0) > 0), None)
 
 
-def tiers_for(spec: FilterSpec, overall: np.ndarray) -> list[str]:
-    """Vectorised tier_for."""
-    mins = np.array([t.min_score for t in spec.tiers])
+def tiers_for(spec: FilterSpec, overall: np.ndarray, shifts: TierShifts | None = None) -> list[str]:
+    """Vectorised tier_for; `shifts` is an operating point (see the module doc)."""
+    mins = np.array(list(_checked_minimums(spec, shifts).values()))
     # index of the first tier whose minimum the score reaches (tiers are descending)
     reached = np.asarray(overall)[:, None] >= mins[None, :]
     index = np.where(reached.any(axis=1), reached.argmax(axis=1), len(mins) - 1)

@@ -7,8 +7,9 @@ with file and line and skipped.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -26,6 +27,7 @@ class Split:
     tiers: list[str]
     weights: np.ndarray  # [N], mean 1 when any weight is given
     rejects: list[Reject]
+    fields: list[dict[str, Any]] = field(default_factory=list)  # [N] the articles' carried fields (language, ...)
 
 
 def read_split(path: str | Path, num_dimensions: int) -> Split:
@@ -36,4 +38,4 @@ def read_split(path: str | Path, num_dimensions: int) -> Split:
     weights = np.array([1.0 if row.weight is None else row.weight for row in rows], dtype=np.float64)
     return Split([row.id for row in rows], [row.text for row in rows],
                  np.array([row.dimension_scores for row in rows], dtype=np.float64),
-                 [row.tier for row in rows], weights / weights.mean(), rejects)
+                 [row.tier for row in rows], weights / weights.mean(), rejects, [row.fields for row in rows])

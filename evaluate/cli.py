@@ -14,7 +14,9 @@ from distill.settings import options_from
 def command(**values) -> None:
     """Per-dimension MAE/RMSE/Spearman, overall MAE, tier accuracy, per-tier
     precision/recall/F1 and confusion matrix, the seed's success criteria, and
-    TF-IDF + ridge and mean baselines side by side under the same post-processing.
+    TF-IDF + ridge and mean baselines side by side under the same post-processing;
+    per-slice metrics with --slice-by, a tier operating point with --target-recall.
+    Every choice is fitted on val; test is only scored.
     """
     from distill.evaluate.run import evaluate
 

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from distill.filter_spec import FilterSpec
-from distill.scoring import overall_scores, tiers_for, top_populated_tier
+from distill.scoring import TierShifts, overall_scores, tiers_for, top_populated_tier
 from distill.stats import spearman
 
 # The seed guide's success criteria.
@@ -42,8 +42,10 @@ def tier_report(spec: FilterSpec, true_tiers: list[str], pred_tiers: list[str]) 
     }
 
 
-def evaluate_predictions(spec: FilterSpec, pred: np.ndarray, true: np.ndarray) -> dict[str, Any]:
-    """Every metric of one prediction set [N, D] against the oracle labels [N, D]."""
+def evaluate_predictions(spec: FilterSpec, pred: np.ndarray, true: np.ndarray,
+                         shifts: TierShifts | None = None) -> dict[str, Any]:
+    """Every metric of one prediction set [N, D] against the oracle labels [N, D]; predicted
+    tiers at the operating point `shifts` (none: the filter's thresholds), the oracle's never shifted."""
     pred, true = np.asarray(pred, dtype=float), np.asarray(true, dtype=float)
     errors = pred - true
     dims = {
@@ -52,7 +54,7 @@ def evaluate_predictions(spec: FilterSpec, pred: np.ndarray, true: np.ndarray) -
         for j, name in enumerate(spec.dimension_names)
     }
     pred_overall, true_overall = overall_scores(spec, pred), overall_scores(spec, true)
-    tiers = tier_report(spec, tiers_for(spec, true_overall), tiers_for(spec, pred_overall))
+    tiers = tier_report(spec, tiers_for(spec, true_overall), tiers_for(spec, pred_overall, shifts))
     return {
         "mae": float(np.abs(errors).mean()),
         "dimensions": dims,

@@ -54,3 +54,28 @@ def confusion_matrix(labels: list[str], matrix: list[list[int]], path: Path) -> 
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def slice_bars(slices: dict, path: Path) -> Path:
+    """One row per --slice-by field: MAE and rare-tier recall per slice, student beside TF-IDF + ridge."""
+    plt = _pyplot()
+    fields = slices["fields"]
+    width = max(len(rows) for rows in fields.values())
+    fig, axes = plt.subplots(len(fields), 2, figsize=(2.0 + 0.9 * width * 2, 3.2 * len(fields)), squeeze=False)
+    for row_axes, (name, rows) in zip(axes, fields.items(), strict=True):
+        x = np.arange(len(rows))
+        # the recall panel names each slice's rare-tier support: a bar at 0 over no articles means nothing
+        panels = ((row_axes[0], "mae", "MAE", [f"{r['value']}\n(n={r['n']})" for r in rows]),
+                  (row_axes[1], "rare_recall", f"{slices['rare_tier']} recall",
+                   [f"{r['value']}\n({r['rare_support']} {slices['rare_tier']})" for r in rows]))
+        for ax, key, title, labels in panels:
+            for offset, (predictor, label) in zip((-0.2, 0.2), (("student", "student"), ("tfidf_ridge", "TF-IDF + ridge")),
+                                                  strict=True):
+                ax.bar(x + offset, [np.nan_to_num(r[predictor][key]) for r in rows], width=0.4, label=label)
+            ax.set_xticks(x, labels, rotation=30, ha="right", fontsize=7)
+            ax.set_title(f"{title} by {name}", fontsize=9)
+        row_axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

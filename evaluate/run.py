@@ -1,8 +1,11 @@
 """distill-evaluate, top to bottom: `load` the student and the splits, `predict`
 val and test (through the ensemble, fitted on train with --ensemble),
-`post_process` (calibration fitted on val with --calibrate), fit the
-`baselines`, `score` every predictor under every post-processing on test, then
-`write_outputs`: metrics.json, the markdown report and the plots."""
+`post_process` (calibration fitted on val with --calibrate, the tiers'
+operating point fitted on val with --target-recall), fit the `baselines`,
+`score` every predictor under every post-processing on test, the `slices`
+(--slice-by), then `write_outputs`: metrics.json, the markdown report and the
+plots. Every choice is made on val (or train); test is only scored, once, at
+the end, and `choices` records which split each choice was fitted on."""
 
 from __future__ import annotations
 
@@ -20,10 +23,14 @@ from distill.ensemble import TokenRidge, choose_student_weight
 from distill.evaluate import plots
 from distill.evaluate.baselines import MeanPredictor, TfidfRidge
 from distill.evaluate.calibrate import fit_calibration, post_processings, rounded
-from distill.evaluate.metrics import evaluate_predictions, success_criteria
+from distill.evaluate.metrics import evaluate_predictions, success_criteria, tier_support
+from distill.evaluate.operating_point import fit_operating_point, operating_point_effect
 from distill.evaluate.report import write_report
 from distill.evaluate.settings import EvaluateSettings
+from distill.evaluate.slices import slice_labels, slice_metrics
 from distill.filter_spec import FilterSpec, load_filter
+from distill.model_card import refresh_metrics
+from distill.scoring import top_populated_tier
 from distill.splits import SPLITS, Split, read_split
 from distill.student.encode import encode_texts
 from distill.student.load import load_student
@@ -65,24 +72,32 @@ def evaluate(settings: EvaluateSettings, echo: Echo = print) -> dict[str, Any]:
     calibration = post_process(settings, run, student, echo)
     predictions, tfidf = baselines(run, student)
     results = {name: score(run, pred) for name, pred in predictions.items()}
-    test = student.shipped["test"]
-    headline_pred = calibration.apply(test, run.spec.dimension_names) if calibration else test
-    headline = evaluate_predictions(run.spec, headline_pred, run.data["test"].targets)
+    shipped = {s: calibration.apply(p, run.spec.dimension_names) if calibration else p
+               for s, p in student.shipped.items()}
+    shifts = calibration.tier_shifts if calibration else {}
+    headline = evaluate_predictions(run.spec, shipped["test"], run.data["test"].targets, shifts)
     metrics = {
         "model": str(run.model_dir), "artifact": run.info.artifact_id, "filter": run.spec.id,
         "post_processing": "calibration.json" if calibration else "raw",
         "student": headline, "criteria": success_criteria(run.spec, headline),
         "variants": results, "tfidf_alpha": tfidf.alpha,
         "ensemble_student_weight": student.ensemble.student_weight if student.ensemble else None,
-        "test_examples": len(test), "predict_seconds": round(student.seconds, 1),
+        "operating_point": operating_point(run, shipped, shifts),
+        "slices": slices(settings, run, headline, (shipped["test"], shifts), predictions["tfidf_ridge"], calibration),
+        "choices": choices(settings, run, student, calibration, tfidf),
+        "test_examples": len(shipped["test"]), "predict_seconds": round(student.seconds, 1),
         "training": run.info.training, "settings": settings.to_json(),
     }
-    out, metrics_path, figures = write_outputs(settings, run, metrics, headline_pred)
+    out, metrics_path, figures = write_outputs(settings, run, metrics, shipped["test"])
     passed = all(c["passed"] for c in metrics["criteria"])
     echo(f"Test MAE {headline['mae']:.3f} (TF-IDF+ridge {results['tfidf_ridge']['raw']['mae']:.3f}, "
          f"mean {results['mean']['raw']['mae']:.3f}); tier accuracy {headline['tiers']['accuracy']:.1%}; "
          f"criteria {'all passed' if passed else 'NOT all passed'}")
     echo(f"Wrote {out}, {metrics_path} and {len(figures)} plots")
+    with writing(run.model_dir, "refresh the model card"):
+        card = refresh_metrics(run.model_dir, metrics)
+    if card is not None:
+        echo(f"Refreshed the test metrics in {card}")
     return metrics
 
 
@@ -134,13 +149,85 @@ def fit_ensemble(settings: EvaluateSettings, student_val: Any, token_ids: dict[s
 
 
 def post_process(settings: EvaluateSettings, run: Loaded, student: StudentPredictions, echo: Echo) -> Calibration | None:
-    """The calibration the model folder ships: with --calibrate, fitted on val here and saved first."""
+    """The calibration the model folder ships: with --calibrate its maps, with --target-recall its
+    tiers' operating point (after those maps), each fitted on val here and saved first."""
+    names, val_pred, val_true = run.spec.dimension_names, student.shipped["val"], run.data["val"].targets
+    calibration = Calibration.load(run.model_dir)
     if settings.calibrate:
-        calibration = fit_calibration(student.shipped["val"], run.data["val"].targets, run.spec.dimension_names,
-                                      settings.calibration_method)
+        if calibration is not None and calibration.tier_shifts and not settings.targets:
+            echo("note: the new calibration drops calibration.json's tier_shifts (fitted to the old one); "
+                 "pass --target-recall to fit them again")
+        calibration = fit_calibration(val_pred, val_true, names, settings.calibration_method)
+        calibration.method = settings.calibration_method
+    if settings.targets:
+        calibration = calibration or Calibration({})  # no maps: the operating point alone
+        calibration.tier_shifts = fit_operating_point(run.spec, calibration.apply(val_pred, names), val_true,
+                                                      settings.targets)
+    if settings.calibrate or settings.targets:
         with writing(run.model_dir, "save calibration.json"):
-            echo(f"Saved {settings.calibration_method} calibration (fitted on val) to {calibration.save(run.model_dir)}")
-    return Calibration.load(run.model_dir)
+            path = calibration.save(run.model_dir)
+        fitted = [f"{settings.calibration_method} calibration"] if settings.calibrate else []
+        fitted += [f"tier shifts {_shifts(calibration.tier_shifts)}"] if settings.targets else []
+        echo(f"Saved {' and '.join(fitted)} (fitted on val) to {path}")
+    if calibration is not None:
+        calibration.check_tier_shifts(run.spec, run.model_dir)
+    return calibration
+
+
+def _shifts(shifts: dict[str, float]) -> str:
+    return ", ".join(f"{tier} {shift:+g}" for tier, shift in shifts.items())
+
+
+def operating_point(run: Loaded, shipped: Predictions, shifts: dict[str, float]) -> dict[str, Any] | None:
+    """What the tiers' operating point does on val (where it was fitted) and on test: each shifted
+    tier's recall and precision at the filter's thresholds and at the shifted ones."""
+    if not shifts:
+        return None
+    return {"shifts": dict(shifts), "fitted_on": "val",
+            **{s: operating_point_effect(run.spec, shipped[s], run.data[s].targets, shifts) for s in HELD_OUT}}
+
+
+def slices(settings: EvaluateSettings, run: Loaded, headline: dict[str, Any], student: tuple[np.ndarray, dict],
+           tfidf: Predictions, calibration: Calibration | None) -> dict[str, Any] | None:
+    """--slice-by: per-slice metrics of the student as shipped and of TF-IDF + ridge under the
+    same post-processing (fitted on its val predictions; raw when the method is not recorded)."""
+    if not settings.slice_by:
+        return None
+    test = run.data["test"]
+    variants = post_processings(tfidf["val"], run.data["val"].targets, run.spec.dimension_names)
+    maps = calibration is not None and calibration.knots
+    post = calibration.method if maps and calibration.method in variants else None if maps else "raw"
+    baseline = (variants[post or "raw"](tfidf["test"]), {})
+    rare = top_populated_tier(run.spec, tier_support(headline))
+    fields = {}
+    for name in settings.slice_by:
+        labels, pooled = slice_labels(test.fields, name, settings.min_slice)
+        fields[name] = slice_metrics(run.spec, labels, pooled, {"student": student, "tfidf_ridge": baseline},
+                                     test.targets, rare)
+    return {"rare_tier": rare, "tfidf_post_processing": post, "min_slice": settings.min_slice, "fields": fields}
+
+
+def choices(settings: EvaluateSettings, run: Loaded, student: StudentPredictions, calibration: Calibration | None,
+            tfidf: TfidfRidge) -> list[dict[str, str]]:
+    """Every choice behind this report's numbers and the split it was fitted on (never test)."""
+    method = (calibration.method or "method not recorded") if calibration else ""
+    shifts = calibration.tier_shifts if calibration else {}
+    here = "fitted on val by this run"
+    earlier = "loaded from the model folder (fitted on val when distill-evaluate made it)"
+    rows = [
+        ("calibration (calibration.json maps)", f"{method}, {here if settings.calibrate else earlier}"
+         if calibration and calibration.knots else "none"),
+        ("ensemble blend weight (ensemble.npz)",
+         "none" if not student.ensemble else f"{student.ensemble.student_weight:.2f}, "
+         + ("ridge fitted on train, weight on val, by this run" if settings.ensemble else earlier)),
+        ("tier operating point (calibration.json tier_shifts)",
+         f"{_shifts(shifts)}, {here if settings.targets else earlier}" if shifts else "none: the filter's thresholds"),
+        ("post-processing of every predictor in the comparison", "each fitted on val, per predictor, by this run"),
+        ("TF-IDF + ridge", f"fitted on train, alpha {tfidf.alpha:g} chosen on val, by this run"),
+        ("training (epochs, checkpoint)", "by distill-train, on train with val MAE per epoch (history.json); "
+         "this run cannot see how the epoch count was picked"),
+    ]
+    return [{"choice": choice, "how": how} for choice, how in rows]
 
 
 def baselines(run: Loaded, student: StudentPredictions) -> tuple[dict[str, Predictions], TfidfRidge]:
@@ -179,6 +266,8 @@ def write_outputs(settings: EvaluateSettings, run: Loaded, metrics: dict[str, An
             "confusion": plots.confusion_matrix(confusion["labels"], confusion["matrix"],
                                                 out.with_name(out.stem + "_confusion.png")),
         }
+        if metrics["slices"]:
+            figures["slices"] = plots.slice_bars(metrics["slices"], out.with_name(out.stem + "_slices.png"))
         write_text_atomic(metrics_path, json.dumps(metrics, indent=1, default=float) + "\n")
         write_report(out, run.spec, metrics, figures)
     return out, metrics_path, figures

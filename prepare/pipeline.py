@@ -172,11 +172,12 @@ def near_duplicate_summary(group_key: dict[str, str]) -> dict[str, Any]:
 
 
 def training_row(example: Example, weights: dict[str, float]) -> dict[str, Any]:
-    """The training-example form train/ reads; `weight` only in train with --weighting."""
+    """The training-example form train/ reads; `weight` only in train with --weighting;
+    `fields` holds the article's plain fields for distill-evaluate --slice-by."""
     return TrainingExample(
         id=example.id, text=example.text, dimension_scores=list(example.scores),
         overall_score=example.overall_score, tier=example.tier,
-        weight=weights[example.tier] if weights else None,
+        weight=weights[example.tier] if weights else None, fields=example.fields,
     ).to_json()
 
 

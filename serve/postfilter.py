@@ -2,8 +2,9 @@
 
 Outputs are mapped back to 0–10 with the artifact's TargetScaler, calibrated
 when the model folder has calibration.json, and turned into overall score and
-tier by distill.scoring (weights, gatekeepers, content-type caps, tiers), so a
-scored record means exactly what a labelled one does.
+tier by distill.scoring (weights, gatekeepers, content-type caps, tiers, and the
+operating point calibration.json may hold), so a scored record means exactly
+what a labelled one does.
 """
 
 from __future__ import annotations
@@ -38,6 +39,9 @@ class Postfilter:
         self.dimensions = spec.dimension_names
         self.scaler = TargetScaler.from_info(info)
         self.calibration = Calibration.load(model_dir)
+        self.tier_shifts = self.calibration.tier_shifts if self.calibration is not None else {}
+        if self.calibration is not None:
+            self.calibration.check_tier_shifts(spec, model_dir)
         self.model_id = model_id
 
     def scores(self, outputs: np.ndarray) -> np.ndarray:
@@ -51,7 +55,7 @@ class Postfilter:
         """Records for articles that passed the prefilter, in the order of `items`."""
         scores = self.scores(outputs)
         overall = overall_scores(self.spec, scores, [i.content_type for i in items])
-        tiers = tiers_for(self.spec, overall)
+        tiers = tiers_for(self.spec, overall, self.tier_shifts)
         return [
             {
                 "id": item.id,

@@ -10,7 +10,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from distill.filter_spec import load_filter
-from distill.scoring import overall_scores, score_record, tier_for, tiers_for, top_populated_tier
+from distill.scoring import (
+    overall_scores,
+    score_record,
+    tier_for,
+    tier_minimums,
+    tier_shift_problems,
+    tiers_for,
+    top_populated_tier,
+)
 
 SUST = load_filter("sustainability/v1")
 UPLIFT = load_filter("uplifting/v1")
@@ -112,6 +120,45 @@ def test_monotone_in_every_dimension(scores, dim, bump, spec_index):
 def test_tier_for_and_tiers_for_agree(overall):
     for spec in ALL:
         assert tiers_for(spec, np.array([overall])) == [tier_for(spec, overall)]
+        shifts = {spec.tier_names[1]: 0.25}  # a valid operating point for every shipped filter
+        assert tiers_for(spec, np.array([overall]), shifts) == [tier_for(spec, overall, shifts)]
+
+
+def test_a_tier_shift_moves_only_its_own_boundary():
+    shifts = {"promising": 0.25}
+    assert tier_minimums(SUST, shifts) == {"breakthrough": 7.5, "promising": 4.75, "monitoring": 3.0,
+                                           "not_relevant": 0.0}
+    overall = np.array([7.5, 7.49, 5.0, 4.75, 4.749999, 3.0, 2.99])
+    assert tiers_for(SUST, overall) == ["breakthrough", "promising", "promising", "monitoring", "monitoring",
+                                        "monitoring", "not_relevant"]
+    assert tiers_for(SUST, overall, shifts) == ["breakthrough", "promising", "promising", "promising",
+                                                "monitoring", "monitoring", "not_relevant"]
+    assert tiers_for(SUST, overall, {}) == tiers_for(SUST, overall) == tiers_for(SUST, overall, None)
+    # a negative shift raises the boundary: fewer, surer promising articles
+    assert tier_for(SUST, 5.1, {"promising": -0.2}) == "monitoring" and tier_for(SUST, 5.2, {"promising": -0.2}) == "promising"
+
+
+def test_score_record_tiers_at_the_operating_point_but_keeps_the_overall_score():
+    scores = uniform(SUST, 4.8, technical_credibility=5)  # at its gatekeeper: not capped
+    plain, shifted = score_record(SUST, scores), score_record(SUST, scores, shifts={"promising": 0.25})
+    assert (plain.tier, shifted.tier) == ("monitoring", "promising")
+    assert plain.overall_score == shifted.overall_score == pytest.approx(4.84)
+    # a gatekeeper-capped article (technical_credibility < 5 caps at 4.0) needs a shift of a whole point
+    capped = uniform(SUST, 6, technical_credibility=4)
+    assert score_record(SUST, capped, shifts={"promising": 0.99}).tier == "monitoring"
+    assert score_record(SUST, capped, shifts={"promising": 1.0}).tier == "promising"
+
+
+def test_tier_shift_problems_name_the_tier_and_the_fix():
+    assert tier_shift_problems(SUST, {"promising": 1.5, "breakthrough": -1}) == []
+    assert "not a tier of sustainability/v1" in tier_shift_problems(SUST, {"promisng": 0.2})[0]
+    assert "lowest tier" in tier_shift_problems(SUST, {"not_relevant": 0.5})[0]
+    crossing = tier_shift_problems(SUST, {"promising": 2.0})  # promising would start at 3.0, monitoring's minimum
+    assert crossing and "promising would start at 3 and monitoring at 3" in crossing[0]
+    with pytest.raises(ValueError, match="keep the tiers in order"):
+        tiers_for(SUST, np.array([4.0]), {"monitoring": -5})
+    with pytest.raises(ValueError, match="not a tier"):
+        tier_for(SUST, 4.0, {"nope": 1})
 
 
 def test_top_populated_tier_skips_empty_tiers_and_never_names_the_lowest():

@@ -33,6 +33,7 @@ from starlette.requests import ClientDisconnect
 
 from distill import __version__
 from distill.records import encode_line
+from distill.scoring import tier_minimums
 from distill.serve.server import schemas
 from distill.serve.server.metrics import Metrics, MetricsMiddleware
 from distill.serve.server.online import OnlineScorer, Prepared, TooLarge, Unavailable, Work
@@ -220,7 +221,7 @@ def filters_info(scorer: OnlineScorer) -> list[dict[str, Any]]:
         out.append({"id": spec.id, "name": spec.name, "version": spec.version, "description": spec.description,
                     "dimensions": [{"name": d.name, "weight": d.weight, "description": d.description}
                                    for d in spec.dimensions],
-                    "tiers": {t.name: t.min_score for t in spec.tiers}, "model": job.postfilter.model_id,
+                    "tiers": tier_minimums(spec, job.postfilter.tier_shifts), "model": job.postfilter.model_id,
                     "metrics": _finite(info.metrics or {})})
     return out
 
