@@ -14,6 +14,7 @@ from typing import Any
 
 import click
 
+from distill.benchmarks.active import ActiveSettings
 from distill.benchmarks.common import DEFAULT_OUTPUT_DIR, BenchResult, report, write_result
 from distill.benchmarks.corpus import CorpusSettings
 from distill.benchmarks.gpu_shapes import GpuShapesSettings
@@ -42,16 +43,32 @@ def finish(result: BenchResult, output_dir: Path, tag: str) -> None:
 
 @click.group()
 def command() -> None:
-    """Benchmarks: corpus, throughput, gpu-shapes, quality, serve.
+    """Benchmarks: active, corpus, throughput, gpu-shapes, quality, serve.
 
     Every subcommand prints a table and writes JSON + markdown (machine, date,
     commit and command included) under --output-dir. See benchmarks/README.md.
     """
 
 
+@command.command("active")
+@options_from(ActiveSettings)
+@output_options
+def active_command(output_dir: Path, tag: str, **values: Any) -> None:
+    """Label-selection strategies against random on real labels (a labelled pool stands
+    in for the oracle): per strategy and round, MAE, tier accuracy and rare-tier
+    recall / F1 of fast students on a fixed test split, over several seeds, and a plot.
+    """
+    from distill.benchmarks.active import run_active
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    name = result_name("active", tag)
+    result = run_active(ActiveSettings(**values), Path(output_dir) / f"{name}.png")
+    finish(result, output_dir, tag)
+
+
 @command.command("corpus")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="JSONL file to write (.jsonl or .jsonl.gz); replaced if it exists")
+              help="file to write (.jsonl, .jsonl.gz or .parquet, which needs pyarrow); replaced if it exists")
 @options_from(CorpusSettings)
 @output_options
 def corpus_command(output: Path, output_dir: Path, tag: str, **values: Any) -> None:
@@ -136,15 +153,19 @@ def serve_command(output_dir: Path, tag: str, **values: Any) -> None:
 @click.option("--limit", type=int, default=0, show_default=True, help="score only the first N articles (0: all)")
 @click.option("--threads", type=int, default=os.cpu_count() or 1, show_default=True,
               help="CPU threads for every variant")
+@click.option("--rounds", type=click.IntRange(min=1), default=3, show_default=True,
+              help="run every variant once per round, round after round; each row is its median round "
+                   "(shared VMs drift within minutes)")
 @output_options
-def throughput_command(data: Path, work: Path, limit: int, threads: int, output_dir: Path, tag: str) -> None:
+def throughput_command(data: Path, work: Path, limit: int, threads: int, rounds: int, output_dir: Path,
+                       tag: str) -> None:
     """distill-score's backends against a plain transformers loop (fp32, batch 8,
     input order, padding to the longest) on the same articles, model and machine.
     """
     from distill.benchmarks.throughput import run
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    finish(throughput_result(run(data, work, limit, threads)), output_dir, tag)
+    finish(throughput_result(run(data, work, limit, threads, rounds)), output_dir, tag)
 
 
 def throughput_result(raw: dict[str, Any]) -> BenchResult:
@@ -155,6 +176,7 @@ def throughput_result(raw: dict[str, Any]) -> BenchResult:
         "floor ms": r.get("floor_ms"), "x floor": r.get("x_floor"),
         "padding": f"{r['padding_share']:.0%}" if "padding_share" in r else None,
         "start-up s": r.get("startup_s"),
+        "rounds ms/article": ", ".join(f"{ms:g}" for ms in r.get("rounds_ms_per_article", [])) or None,
     } for r in raw["results"]]
     notes = [f"parity {name}: max |diff| {p['max_abs']:.2e}, mean {p['mean_abs']:.2e} over "
              f"{p['compared']} articles" for name, p in raw.get("parity", {}).items()]
@@ -163,9 +185,11 @@ def throughput_result(raw: dict[str, Any]) -> BenchResult:
         notes.append(f"floor: {f['gflop_per_article']} GFLOP an article ({f['mean_tokens']} tokens); matmul peak "
                      + ", ".join(f"{p} {g} GFLOP/s" for p, g in f["peak_gflops"].items())
                      + f" at the model's shapes; CPU flags: {', '.join(f['cpu_flags']) or 'none of note'}")
+    notes += [f"{r['name']}: {note}" for r in raw["results"] if "auto" in r["name"] for note in r.get("choice", [])]
     notes += [f"skipped {reason}" for reason in raw.get("skipped", [])]
     notes.append(f"threads {raw['machine'].get('threads')}, 1-min load average at start "
-                 f"{raw['machine'].get('load_avg_1m')}; times exclude start-up (model loading, and the compile "
+                 f"{raw['machine'].get('load_avg_1m')}, at end {raw.get('load_avg_1m_at_end')}; "
+                 f"each row is the median of {raw.get('rounds', 1)} interleaved round(s); times exclude start-up (model loading, and the compile "
                  "for the compiled variant)")
     return BenchResult(
         name="throughput", title=f"scoring throughput, {raw['model']}, max {raw['max_tokens']} tokens",

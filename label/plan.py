@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from distill.filter_spec import FilterSpec
+from distill.label.active import make_chooser
 from distill.label.journal import Journal, call_key
 from distill.label.selection import SelectionStats, oracle_text, select_articles
 from distill.label.settings import LabelSettings
@@ -47,8 +48,10 @@ def make_plan(spec: FilterSpec, settings: LabelSettings, rejects=None) -> CostPl
     mean_out = journal.mean_output_tokens() if journal else None
     plan.output_tokens_per_call = mean_out or float(settings.expected_output_tokens)
     seen_keys: set[str] = set()
+    chooser = make_chooser(spec, settings, output, output / "labelled.jsonl", record=False)
     articles = select_articles(spec, settings.source_files(), done_ids, settings.target_count,
-                               settings.random_sample, settings.seed, plan.selection, rejects, settings.strict)
+                               settings.random_sample, settings.seed, plan.selection, rejects, settings.strict,
+                               chooser)
     for article in articles:
         plan.articles += 1
         text = oracle_text(spec, article)

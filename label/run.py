@@ -5,6 +5,7 @@ Output folder layout:
   journal.sqlite    every call and every label (resume, never pay twice)
   rejects.jsonl     bad input lines of the latest run, with file and line
   label_runs.jsonl  one line per run: settings, filter id and hash, counts
+  selection.jsonl   with --select: each round's picks and why (label/active.py)
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 from distill import __version__
 from distill.errors import DistillError
 from distill.filter_spec import FilterSpec
+from distill.label.active import make_chooser
 from distill.label.calls import (
     ERROR,
     INTERRUPTED,
@@ -83,9 +85,10 @@ def run_labelling(spec: FilterSpec, settings: LabelSettings, progress=None) -> t
         try:
             with JsonlWriter(folder / OUTPUT_NAME) as out, RejectsWriter(rejects_path) as rejects:
                 done_ids = read_ids(folder / OUTPUT_NAME)  # after the writer repaired a torn tail
+                chooser = make_chooser(spec, settings, folder, folder / OUTPUT_NAME, record=True)
                 articles = select_articles(spec, settings.source_files(), done_ids, settings.target_count,
                                            settings.random_sample, settings.seed, selection, rejects,
-                                           settings.strict)
+                                           settings.strict, chooser)
                 notify = progress or (lambda advance, spend: None)
                 writer = LabelWriter(out, stats, lambda n: notify(n, stats.spend_usd))
                 runner = _runner(spec, settings, oracle, journal, writer, stats,

@@ -1,5 +1,6 @@
 """Which articles a run labels: valid lines, not yet labelled, passing the
-prefilter, then the first or a seeded random `--target-count` of them.
+prefilter, then the first, a seeded random or a `--select`ed `--target-count`
+of them (the chooser, from label/active.py).
 
 A random sample orders candidates by a seeded hash of their id, so a rerun
 with the same seed picks the same articles however the files are split or
@@ -8,13 +9,13 @@ ordered; only the `needed` best-ranked are held in memory.
 
 from __future__ import annotations
 
-import hashlib
 import heapq
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from distill.acquisition import seeded_rank
 from distill.filter_spec import FilterSpec
 from distill.prefilter import PASSED, Prefilter
 from distill.records import Article, ReadStats, RejectsWriter, read_articles
@@ -56,11 +57,15 @@ def select_articles(
     stats: SelectionStats,
     rejects: RejectsWriter | list | None = None,
     strict: bool = False,
+    chooser: Callable[[Iterator[Article], int], list[Article]] | None = None,
 ) -> Iterator[Article]:
+    """The articles to send; `chooser(candidates, needed)` picks them when given (--select)."""
     needed = None if target_count is None else max(0, target_count - len(done_ids))
     candidates = _candidates(spec, files, done_ids, stats, rejects, strict)
     if needed is None:
         chosen: Iterator[Article] = candidates
+    elif chooser is not None:
+        chosen = iter(chooser(candidates, needed))
     elif random_sample:
         chosen = iter(_seeded_sample(candidates, needed, seed))
     else:
@@ -105,7 +110,7 @@ def _seeded_sample(articles: Iterator[Article], needed: int, seed: int) -> list[
         return []
     heap: list[tuple[int, str, Article]] = []  # max-heap on rank via negation
     for article in articles:
-        rank = int.from_bytes(hashlib.sha256(f"{seed}:{article.id}".encode()).digest()[:8], "big")
+        rank = seeded_rank(seed, article.id)  # the same ranks as --select random
         item = (-rank, article.id, article)
         if len(heap) < needed:
             heapq.heappush(heap, item)

@@ -12,6 +12,8 @@ import glob
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from distill.acquisition import STRATEGIES
+from distill.columnar import folder_problem, pyarrow_problem
 from distill.filter_spec import FilterSpec
 from distill.label.oracle.base import GenerationConfig, backend_class
 from distill.settings import Settings, flag_of
@@ -42,7 +44,7 @@ MIN_THINKING_BUDGET = {"gemini-2.5-pro": 128}
 @dataclass
 class LabelSettings(Settings):
     filter: str = field(default="sustainability/v1", metadata={"help": "filter package: name/vN, a bare name (newest version) or a folder"})
-    source: list[str] = field(default_factory=list, metadata={"help": "article JSONL files or globs (quote globs), .gz allowed; repeat the flag for several"})
+    source: list[str] = field(default_factory=list, metadata={"help": "article files (.jsonl, .jsonl.gz, .parquet) or globs (quote globs), or datasets.save_to_disk folders; repeat the flag for several"})
     output_dir: Path = field(default=Path("labelled"), metadata={"help": "folder for labelled.jsonl, the journal, rejects and run records"})
     llm: str = field(default="gemini", metadata={"choices": LLM_CHOICES, "help": (
         "oracle backend: gemini (google-genai, the filter's oracle.model); gemini-flash / "
@@ -66,7 +68,15 @@ class LabelSettings(Settings):
     max_cost: float | None = field(default=None, metadata={"help": "stop cleanly before this run's spend could exceed this many USD"})
     target_count: int | None = field(default=None, metadata={"help": "label until the output holds this many articles"})
     random_sample: bool = field(default=False, metadata={"help": "pick articles at random (reproducible with --seed) instead of in file order"})
-    seed: int = field(default=0, metadata={"help": "seed for --random-sample"})
+    seed: int = field(default=0, metadata={"help": "seed for --random-sample and --select"})
+    select: str | None = field(default=None, metadata={"choices": STRATEGIES, "help": (
+        "choose the --target-count articles by a predictor's scores of the unlabelled pool: random, boundary "
+        "(predicted near a tier threshold or gatekeeper), uncertain (two predictors disagree), rare (predicted "
+        "rare tier, a share kept random to explore) or mixed (a share of each; the default with --student). "
+        "Picks and reasons go to OUTPUT_DIR/selection.jsonl; a rerun resumes the same picks")})
+    student: Path | None = field(default=None, metadata={"help": (
+        "student folder (distill.json) whose scores --select ranks by; without it, TF-IDF + ridge fitted "
+        "on the labels already in OUTPUT_DIR")})
     strict: bool = field(default=False, metadata={"help": "stop at the first bad input line instead of rejecting it"})
     batch: bool = field(default=False, metadata={"help": "use the backend's batch API (Gemini: half price, results within 24 h)"})
     batch_size: int = field(default=1000, metadata={"help": "requests per batch job"})
@@ -81,6 +91,11 @@ class LabelSettings(Settings):
             matches = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
             files.extend(Path(m) for m in matches)
         return files
+
+    @property
+    def strategy(self) -> str | None:
+        """The --select strategy: mixed when only --student is given, None for file order / --random-sample."""
+        return self.select or ("mixed" if self.student is not None else None)
 
     @property
     def backend(self) -> str:
@@ -135,6 +150,18 @@ class LabelSettings(Settings):
             problems.append(f"{flags['timeout_s']}: must be positive")
         if self.max_cost is not None and self.max_cost <= 0:
             problems.append("--max-cost: must be a positive number of USD")
+        return problems + self._select_problems()
+
+    def _select_problems(self) -> list[str]:
+        if self.strategy is None:
+            return []
+        problems = []
+        if self.target_count is None:
+            problems.append("--select: give --target-count N (how many labels the output should hold)")
+        if self.random_sample:
+            problems.append("--random-sample and --select both choose the articles; use --select random instead")
+        if self.student is not None and not (Path(self.student) / "distill.json").is_file():
+            problems.append(f"--student: {self.student} has no distill.json (a distill-train run or export)")
         return problems
 
     def _source_problems(self) -> list[str]:
@@ -145,8 +172,12 @@ class LabelSettings(Settings):
             if glob.has_magic(pattern) and not glob.glob(pattern):
                 problems.append(f"--source {pattern!r}: the glob matches no file")
             elif not glob.has_magic(pattern) and not Path(pattern).is_file():
-                problems.append(f"--source {pattern!r}: no such file")
-        return problems
+                problem = folder_problem(Path(pattern)) if Path(pattern).is_dir() else "no such file"
+                if problem:
+                    problems.append(f"--source {pattern!r}: {problem}")
+        missing = next((f"{path}: {problem}" for path in self.source_files() if (problem := pyarrow_problem(path))),
+                       None)
+        return problems + ([f"--source {missing}"] if missing else [])  # one line, not one per file
 
     def _no_batch_problem(self) -> str:
         """--batch with a backend whose `supports_batch` is False (reads each backend's class)."""
