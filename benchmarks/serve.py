@@ -35,14 +35,13 @@ from typing import Any
 
 from distill.benchmarks.common import BenchResult, describe_machine
 from distill.errors import ConfigError
+from distill.serve.settings import BACKENDS, DEVICES, PRECISIONS
 from distill.settings import Settings
 
+# BACKENDS, DEVICES, PRECISIONS: the same choices as distill-score's
 DEFAULT_DATA = Path("examples/corpus.jsonl")  # relative to the checkout, like benchmarks/results
 LISTENING = re.compile(r"distill-serve listening on (http://\S+)")
 TOKEN_ENV = "DISTILL_SERVE_TOKEN"
-BACKENDS = ("auto", "torch", "onnx")
-DEVICES = ("auto", "cpu", "cuda")
-PRECISIONS = ("auto", "fp32", "int8", "bf16")
 
 
 @dataclass

@@ -9,9 +9,12 @@ real articles:
 
 - baseline: plain transformers, fp32, batch 8 in input order, padding to the
   longest, the tokenizer's own truncation at the student's max tokens;
-- distill-score with torch fp32, ONNX fp32, ONNX int8, torch bf16 and torch
-  bf16 compiled (the whole runner: read, prefilter, tokenise, batch, infer,
-  postfilter, write; bf16 pays off on CPUs with AMX).
+- distill-score with torch fp32, ONNX Runtime fp32 and int8, OpenVINO fp32
+  and bf16 (over the int8-weight export), torch bf16 and torch bf16 compiled
+  (the whole runner: read, prefilter, tokenise, batch, infer, postfilter,
+  write; bf16 pays off on CPUs with AMX or AVX-512 BF16);
+- distill-score with `auto` flags: what the README's main command runs on
+  this machine (its choice and start-up probe are part of the row).
 
 Times exclude model loading and, for the compiled variant, the compile
 (both are reported as start-up seconds). `run` returns the machine, the
@@ -24,6 +27,7 @@ peak at the model's shapes) and how many times the floor it took.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import time
 from pathlib import Path
@@ -37,9 +41,10 @@ from distill.records import iter_json_lines
 from distill.truncation import article_text
 
 FILTER = "sustainability/v1"
-# (backend, precision, torch.compile)
+# (backend, precision, torch.compile); ("auto", "auto") is the default path
 VARIANTS = (("torch", "fp32", False), ("onnx", "fp32", False), ("onnx", "int8", False),
-            ("torch", "bf16", False), ("torch", "bf16", True))
+            ("openvino", "fp32", False), ("openvino", "bf16", False),
+            ("torch", "bf16", False), ("torch", "bf16", True), ("auto", "auto", False))
 
 
 def build_minilm_artifact(work: Path, data: Path, seed: int = 0) -> tuple[Path, Path]:
@@ -67,8 +72,8 @@ def build_minilm_artifact(work: Path, data: Path, seed: int = 0) -> tuple[Path, 
             training={"note": "fresh random regression head (benchmark artifact, not trained)", "seed": seed},
         )
         save_student(model, tokenizer, info, student)
-    if not (export / "model.int8.onnx").is_file():
-        run_export(ExportSettings(model_dir=student, output=export, onnx=True, quantize="int8",
+    if not (export / "model.int8w.onnx").is_file():
+        run_export(ExportSettings(model_dir=student, output=export, onnx=True, quantize="int8", int8_weights=True,
                                   validation_data=data, validation_limit=200, bench_articles=0,
                                   overwrite=True), echo=lambda _: None)
     return student, export
@@ -123,10 +128,12 @@ def time_runner(model_dir: Path, corpus: Path, output: Path, backend: str, preci
                              compile=compile_model)
     summary = score_corpus(settings)
     t = summary.timings
-    result = _figures(f"distill-score {summary.backend}", summary.scored, summary.seconds)
+    name = f"distill-score {summary.backend}" + (" (auto: the main command's path)" if backend == "auto" else "")
+    result = _figures(name, summary.scored, summary.seconds)
     result.update(blocked=summary.blocked, startup_s=round(summary.startup, 2),
                   split_s={k: round(getattr(t, k), 2) for k in ("read", "tokenise", "wait", "infer", "write")},
-                  padding_share=round(t.padding_share, 4), batches=t.batches, output=str(output))
+                  padding_share=round(t.padding_share, 4), batches=t.batches, output=str(output),
+                  choice=[note for note in summary.notes if note.startswith("backend ")])
     return result
 
 
@@ -146,8 +153,13 @@ def score_parity(a: Path, b: Path) -> dict[str, Any]:
     return {"compared": len(diffs), "max_abs": float(diffs.max()), "mean_abs": float(diffs.mean())}
 
 
-def run(data: Path, work: Path, limit: int, threads: int) -> dict[str, Any]:
-    """The figures `distill-bench throughput` reports; the machine is described before the runs start."""
+def run(data: Path, work: Path, limit: int, threads: int, rounds: int = 1) -> dict[str, Any]:
+    """The figures `distill-bench throughput` reports; the machine is described before the runs start.
+
+    With `rounds` > 1 every variant runs once per round, round after round, and
+    each row is its median round: shared VMs drift by tens of percent within
+    minutes, and interleaving spreads that drift over all variants alike.
+    """
     machine = describe_machine() | {"threads": threads, "load_avg_1m": round(os.getloadavg()[0], 2)}
     work.mkdir(parents=True, exist_ok=True)
     student, export = build_minilm_artifact(work, data)
@@ -158,22 +170,41 @@ def run(data: Path, work: Path, limit: int, threads: int) -> dict[str, Any]:
     max_tokens = read_info(student).max_tokens
     floor = measure_floor(student, mean_tokens(student, corpus), threads)
     variants, skipped = runnable_variants(floor["peak_gflops"])
-    results = [time_baseline(student, corpus, max_tokens, threads)]
-    for backend, precision, compile_model in variants:
-        results.append(time_runner(export, corpus, work / _output_name(backend, precision, compile_model),
-                                   backend, precision, threads, compile_model))
+    timed: list[list[dict[str, Any]]] = [[] for _ in range(len(variants) + 1)]
+    for _ in range(rounds):
+        timed[0].append(time_baseline(student, corpus, max_tokens, threads))
+        for k, (backend, precision, compile_model) in enumerate(variants, start=1):
+            timed[k].append(time_runner(export, corpus, work / _output_name(backend, precision, compile_model),
+                                        backend, precision, threads, compile_model))
+    results = [_median_round(runs) for runs in timed]
     base = results[0]["articles_per_s"]
-    for r, precision in zip(results, ["fp32"] + [v[1] for v in variants], strict=True):
+    precisions = ["fp32"] + [_precision_of(v, r) for v, r in zip(variants, results[1:], strict=True)]
+    for r, precision in zip(results, precisions, strict=True):
         r["speedup_vs_baseline"] = round(r["articles_per_s"] / base, 2)
         r["floor_ms"] = floor["floor_ms"][precision]
         r["x_floor"] = round(r["ms_per_article"] / r["floor_ms"], 2)
     reference = work / _output_name("torch", "fp32", False)
-    parity = {f"{b}-{p}{'-compiled' if c else ''} vs {'onnx' if p == 'int8' else 'torch'}-fp32": score_parity(
-                  work / _output_name("onnx", "fp32", False) if p == "int8" else reference,
-                  work / _output_name(b, p, c))
+    parity = {f"{b}-{p}{'-compiled' if c else ''} vs torch-fp32": score_parity(reference, work / _output_name(b, p, c))
               for b, p, c in variants if p != "fp32" or b != "torch"}
     return {"machine": machine, "model": "all-MiniLM-L6-v2 + fresh 8-dim head", "max_tokens": max_tokens,
-            "data": str(data), "results": results, "parity": parity, "floor": floor, "skipped": skipped}
+            "data": str(data), "rounds": rounds, "results": results, "parity": parity, "floor": floor,
+            "skipped": skipped, "load_avg_1m_at_end": round(os.getloadavg()[0], 2)}
+
+
+def _median_round(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The median round by ms/article, with every round's ms/article beside it."""
+    ordered = sorted(runs, key=lambda r: r["ms_per_article"])
+    median = dict(ordered[(len(ordered) - 1) // 2])
+    median["rounds_ms_per_article"] = [r["ms_per_article"] for r in runs]
+    return median
+
+
+def _precision_of(variant: tuple[str, str, bool], result: dict[str, Any]) -> str:
+    """The precision a row ran at: the auto row's is in its backend label (e.g. openvino-cpu-bf16)."""
+    if variant[1] != "auto":
+        return variant[1]
+    label = result["name"].split()[1]
+    return "bf16" if "bf16" in label else "int8" if "int8" in label else "fp32"
 
 
 def runnable_variants(peaks: dict[str, float]) -> tuple[list[tuple[str, str, bool]], list[str]]:
@@ -183,7 +214,9 @@ def runnable_variants(peaks: dict[str, float]) -> tuple[list[tuple[str, str, boo
     kept, skipped = [], []
     for variant in VARIANTS:
         precision = variant[1]
-        if peaks[precision] < peaks["fp32"] / 10:
+        if variant[0] == "openvino" and importlib.util.find_spec("openvino") is None:
+            skipped.append(f"{_output_name(*variant)[7:-6]}: openvino is not installed (pip install 'distill[openvino]')")
+        elif precision != "auto" and peaks[precision] < peaks["fp32"] / 10:
             skipped.append(f"{_output_name(*variant)[7:-6]}: {precision} matmul peak {peaks[precision]} GFLOP/s "
                            f"against fp32's {peaks['fp32']} (emulated on this CPU)")
         else:

@@ -96,11 +96,11 @@ class TokenRidge:
     @classmethod
     def load(cls, folder: str | Path) -> TokenRidge | None:
         """The folder's ensemble, or None when it has none."""
+        path = Path(folder) / ENSEMBLE_FILE
+        if not path.is_file():  # checked first: scoring without an ensemble needs no scikit-learn
+            return None
         from sklearn.feature_extraction.text import TfidfVectorizer
 
-        path = Path(folder) / ENSEMBLE_FILE
-        if not path.is_file():
-            return None
         try:
             with np.load(path, allow_pickle=False) as data:
                 arrays = {k: data[k] for k in ("features", "idf", "coef", "intercept", "student_weight")}

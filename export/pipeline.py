@@ -13,12 +13,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from distill.artifact import writing
 from distill.export import bench, report, tensorrt
 from distill.export.encode import Labelled, read_labelled, sample_texts, spread_by_length
 from distill.export.merge import Student, load_merged, save_merged
 from distill.export.onnx_export import export_onnx
-from distill.export.quantize import convert_fp16, fusion_for, quantize_int8
+from distill.export.quantize import convert_fp16, fusion_for, quantize_int8, quantize_int8_weights
 from distill.export.settings import ExportSettings
 from distill.export.validate import (
     ExportCheckError,
@@ -28,13 +30,17 @@ from distill.export.validate import (
     run_onnx,
     variant_mae,
 )
-from distill.student.encode import encode_batch
+from distill.model_card import write_card
+from distill.student.encode import encode_batch, encode_texts
 from distill.student.files import ONNX_FILES
 from distill.student.predict import torch_outputs
+from distill.student.probe import Probe, write_probe
 
 Echo = Callable[[str], None]
 # Batches of 8 mixed-length texts: enough padding to exercise both padding sides.
 PARITY_BATCH = 8
+# Articles in probe.json: enough to catch a broken path, cheap at every start-up.
+PROBE_ARTICLES = 8
 
 
 def run_export(settings: ExportSettings, echo: Echo = print) -> dict[str, Any]:
@@ -56,6 +62,7 @@ def run_export(settings: ExportSettings, echo: Echo = print) -> dict[str, Any]:
         try:
             result = _build(settings, student, data, staging, echo)
             report.write(staging, result)
+            write_card(staging, source=settings.model_dir, export=result, name=settings.output.name)
             _publish(staging, settings.output)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
@@ -77,6 +84,7 @@ def _build(settings: ExportSettings, student: Student, data: Labelled | None, fo
     parity_texts = spread_by_length(data.texts, settings.parity_texts) if data else sample_texts()
     result["parity"] = check_parity(student, sessions["fp32"], parity_texts, PARITY_BATCH, settings.parity_tolerance)
     echo(_parity_line(result["parity"]))
+    result["probe"] = _write_probe(student, parity_texts, folder)
     sessions.update(_variants(settings, student, folder, result["onnx"]))
     if data is not None:
         result["mae"] = _mae_gate(settings, student, data, sessions, echo)
@@ -107,10 +115,26 @@ def _variants(settings: ExportSettings, student: Student, folder: Path, onnx_inf
         onnx_info["int8_fused_for"] = fusion.model_type if fusion else None
         quantize_int8(folder / ONNX_FILES["fp32"], folder / ONNX_FILES["int8"], external, fusion)
         made["int8"] = ort_session(folder / ONNX_FILES["int8"], settings.threads)
+    if settings.int8_weights:
+        onnx_info["int8w_quantised_weights"] = quantize_int8_weights(
+            folder / ONNX_FILES["fp32"], folder / ONNX_FILES["int8w"], external)
+        made["int8w"] = ort_session(folder / ONNX_FILES["int8w"], settings.threads)
     if settings.fp16:
         convert_fp16(folder / ONNX_FILES["fp32"], folder / ONNX_FILES["fp16"], external)
         made["fp16"] = ort_session(folder / ONNX_FILES["fp16"], settings.threads)
     return made
+
+
+def _write_probe(student: Student, texts: list[str], folder: Path) -> dict[str, Any]:
+    """probe.json: PyTorch fp32's outputs on a few of the parity texts, which the
+    scorer checks its chosen backend against at start-up (distill.student.probe)."""
+    info = student.info
+    chosen = texts[:: max(1, len(texts) // PROBE_ARTICLES)][:PROBE_ARTICLES]
+    sequences = encode_texts(student.tokenizer, chosen, info.max_tokens, info.head_share)
+    outputs = [torch_outputs(student.model, encode_batch(student.tokenizer, [text], info.max_tokens, info.head_share))[0]
+               for text in chosen]  # one at a time: no padding in the reference
+    write_probe(folder, Probe(sequences, np.array(outputs), "torch-fp32"))
+    return {"articles": len(sequences), "reference": "torch-fp32"}
 
 
 def _mae_gate(settings: ExportSettings, student: Student, data: Labelled, sessions: dict[str, Any], echo: Echo) -> dict[str, Any]:

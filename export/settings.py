@@ -17,7 +17,8 @@ class ExportSettings(Settings):
     output: Path = field(metadata={"help": "export folder to create, e.g. exports/NAME", "aliases": ("-o",)})
     onnx: bool = field(default=False, metadata={"help": "also write model.onnx and validate it against PyTorch"})
     quantize: str | None = field(default=None, metadata={"choices": QUANTIZE_CHOICES, "help": "write model.int8.onnx (dynamic, per-channel); needs --onnx"})
-    fp16: bool = field(default=False, metadata={"help": "write model.fp16.onnx for GPU serving; needs --onnx"})
+    int8_weights: bool = field(default=False, metadata={"help": "write model.int8w.onnx (int8 weights, bf16/fp32 compute), which distill-score runs with OpenVINO on CPUs with AMX or AVX-512 BF16; needs --onnx"})
+    fp16: bool = field(default=False, metadata={"help": "write model.fp16.onnx for GPU serving (ONNX Runtime CUDA) and OpenVINO; needs --onnx"})
     tensorrt: bool = field(default=False, metadata={"help": "build a TensorRT engine (model.plan) when tensorrt is installed"})
     validation_data: Path | None = field(default=None, metadata={"help": "labelled or training-example JSONL for the MAE gate and parity texts"})
     validation_limit: int = field(default=500, metadata={"help": "articles of --validation-data used for the MAE gate"})
@@ -45,11 +46,13 @@ class ExportSettings(Settings):
             found.append("--output must differ from MODEL_DIR")
         if self.quantize is not None and self.quantize not in QUANTIZE_CHOICES:
             found.append(f"--quantize {self.quantize!r}: choose one of {', '.join(QUANTIZE_CHOICES)}")
-        for flag, used in (("--quantize", self.quantize), ("--fp16", self.fp16), ("--tensorrt", self.tensorrt)):
+        for flag, used in (("--quantize", self.quantize), ("--int8-weights", self.int8_weights),
+                           ("--fp16", self.fp16), ("--tensorrt", self.tensorrt)):
             if used and not self.onnx:
                 found.append(f"{flag} works on the ONNX export; add --onnx")
-        if (self.quantize or self.fp16) and self.validation_data is None:
-            found.append("--quantize/--fp16 are gated on MAE against labels; pass --validation-data FILE.jsonl")
+        if (self.quantize or self.int8_weights or self.fp16) and self.validation_data is None:
+            found.append("--quantize/--int8-weights/--fp16 are gated on MAE against labels; "
+                         "pass --validation-data FILE.jsonl")
         if self.validation_data is not None and not self.validation_data.is_file():
             found.append(f"--validation-data {self.validation_data}: no such file")
         if self.opset < 17:

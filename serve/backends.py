@@ -2,13 +2,23 @@
 
 A backend exposes `predict(sequences) -> float32 [n, D]` (the student's
 standardised outputs, before TargetScaler) and its `limits`; padding happens
-here because only the backend knows its pad id and layout. `open_backend`
-picks one from the model folder and the flags:
+here because only the backend knows its pad id and layout.
 
-- `--backend auto`: torch on a CUDA device; on CPU, ONNX Runtime when the
-  folder has model.onnx (an export), else torch.
-- `--precision auto`: ONNX int8 when model.int8.onnx exists and the device is
-  the CPU, torch bf16 on CUDA, otherwise fp32.
+`backend_candidates` lists what the flags allow, fastest first for this
+machine (`auto` flags leave several, explicit ones one); `open_best_backend`
+opens the first that loads and, for an auto choice, passes the start-up
+parity probe (probe.json, distill.student.probe), falling back to the next
+and saying why. On a CPU the order is:
+
+- with AMX or AVX-512 BF16 (`distill.cpu_features`): OpenVINO bf16 over the
+  export's model.int8w.onnx (int8 weights; or model.fp16.onnx / model.onnx),
+  then torch bf16; bf16 elsewhere is emulated and never chosen;
+- ONNX Runtime int8 (model.int8.onnx), then ONNX Runtime or OpenVINO fp32,
+  then torch fp32.
+
+On CUDA: torch bf16, else ONNX Runtime fp16/fp32 (onnxruntime-gpu). The
+shipped student carries model.int8.onnx, model.int8w.onnx and probe.json, so
+it scores without torch (`pip install 'distill[score]'`).
 """
 
 from __future__ import annotations
@@ -21,65 +31,129 @@ from typing import Any
 import numpy as np
 
 from distill.artifact import StudentInfo
+from distill.cpu_features import CpuFeatures, cpu_features
 from distill.ensemble import TokenRidge
 from distill.errors import ConfigError, ModelArtifactError
 from distill.serve.batcher import Backend, BackendLimits
 from distill.student.encode import pad_sequences
+from distill.student.files import ADAPTER_FILE, FULL_FILE, FULL_INDEX_FILE
 from distill.student.files import ONNX_FILES as EXPORTED_ONNX
+from distill.student.probe import PROBE_TEXTS, Probe, ProbeResult, compare, read_probe
 
-# The exports this scorer reads (fp16 is for GPU engines such as TensorRT).
-ONNX_FILES = {precision: EXPORTED_ONNX[precision] for precision in ("fp32", "int8")}
-# Padded tokens per batch and rows per batch: CPU caches favour small batches,
-# a GPU needs large ones to fill its cores.
-DEFAULT_LIMITS = {"cpu": (8192, 64), "cuda": (65536, 512)}
+# The file each runtime reads per precision, in order of preference.
+ONNX_FILES = {"fp32": (EXPORTED_ONNX["fp32"],), "int8": (EXPORTED_ONNX["int8"],),
+              "fp16": (EXPORTED_ONNX["fp16"],)}
+OPENVINO_FILES = {"bf16": (EXPORTED_ONNX["int8w"], EXPORTED_ONNX["fp16"], EXPORTED_ONNX["fp32"]),
+                  "fp32": (EXPORTED_ONNX["fp32"],)}
+BACKEND_PACKAGES = {"torch": "torch", "onnx": "onnxruntime", "openvino": "openvino"}
+INSTALL_HINTS = {"torch": "pip install 'distill[cpu]'", "onnx": "pip install 'distill[score]'",
+                 "openvino": "pip install 'distill[openvino]'"}
+# Padded tokens per batch and rows per batch: CPU caches favour small batches
+# (MiniLM, 253-token articles, 2 AMX cores: 2,048 tokens against 8,192 took ONNX
+# Runtime int8 from 15.2 to 12.1 ms/article and fp32 from 28.8 to 23.6; OpenVINO
+# bf16 and torch bf16 within noise), a GPU needs large ones to fill its cores.
+DEFAULT_LIMITS = {"cpu": (2048, 64), "cuda": (65536, 512)}
 
 
 @dataclass(frozen=True)
 class BackendChoice:
-    backend: str  # "torch" or "onnx"
+    backend: str  # "torch", "onnx" (ONNX Runtime) or "openvino"
     device: str  # "cpu" or "cuda"
-    precision: str  # "fp32", "int8" or "bf16"
+    precision: str  # "fp32", "int8", "bf16" or "fp16"
 
     @property
     def label(self) -> str:
         return f"{self.backend}-{self.device}-{self.precision}"
 
 
-def choose_backend(model_dir: Path, backend: str, device: str, precision: str) -> BackendChoice:
-    """Resolve auto flags against the folder's files and what is installed."""
-    has_onnx = (model_dir / ONNX_FILES["fp32"]).is_file()
+def ranked_choices(device: str, features: CpuFeatures, emulated: bool = False) -> list[BackendChoice]:
+    """Every backend and precision for `device`, the fastest expected first on this CPU;
+    bf16 on a CPU without bf16 units only with `emulated` (an explicit --precision bf16)."""
+    if device == "cuda":
+        order = [("torch", "bf16"), ("onnx", "fp16"), ("torch", "fp32"), ("onnx", "fp32")]
+    else:
+        bf16 = [("openvino", "bf16"), ("torch", "bf16")]
+        # OpenVINO fp32 was only ~15% ahead of ONNX Runtime fp32 (AMX Xeon): ORT, the
+        # established path, goes first; OpenVINO leads only where it has bf16.
+        order = [("onnx", "int8"), ("onnx", "fp32"), ("openvino", "fp32"), ("torch", "fp32")]
+        order = bf16 + order if features.bf16 else order + (bf16 if emulated else [])
+    return [BackendChoice(backend, device, precision) for backend, precision in order]
+
+
+def backend_candidates(model_dir: Path, backend: str, device: str, precision: str,
+                       features: CpuFeatures | None = None) -> list[BackendChoice]:
+    """What the flags allow for this folder and install, fastest first; `auto` flags
+    may give several (the caller probes and falls back), explicit ones give one."""
     if device == "auto":
         device = "cuda" if _torch_cuda() else "cpu"
-    if backend == "auto":
-        backend = "onnx" if has_onnx and device == "cpu" else "torch"
-    if precision == "auto":
-        if backend == "onnx":
-            int8_ok = device == "cpu" and (model_dir / ONNX_FILES["int8"]).is_file()
-            precision = "int8" if int8_ok else "fp32"
-        else:
-            precision = "bf16" if device == "cuda" else "fp32"
-    _check_choice(model_dir, BackendChoice(backend, device, precision))
-    return BackendChoice(backend, device, precision)
+    wanted = [c for c in ranked_choices(device, features or cpu_features(), emulated=precision != "auto")
+              if backend in ("auto", c.backend) and precision in ("auto", c.precision)]
+    usable = [c for c in wanted if not choice_problems(model_dir, c)]
+    if usable:
+        return usable
+    if len(wanted) == 1:
+        _check_choice(model_dir, wanted[0])
+    if not wanted:  # e.g. --backend onnx --precision bf16
+        asked = BackendChoice("torch" if backend == "auto" else backend, device,
+                              "fp32" if precision == "auto" else precision)
+        pairs = ", ".join(c.label for c in ranked_choices(device, features or cpu_features()))
+        raise ConfigError("cannot use this model as asked:\n  " + "\n  ".join(
+            choice_problems(model_dir, asked) or [f"{asked.label} is not a path distill-score runs; it runs {pairs}"]))
+    raise ConfigError(f"{model_dir}: no backend can run this model here; the candidates were:\n  "
+                      + "\n  ".join(f"{c.label}: {'; '.join(choice_problems(model_dir, c))}" for c in wanted))
+
+
+def choose_backend(model_dir: Path, backend: str, device: str, precision: str) -> BackendChoice:
+    """The first candidate: what the run uses unless its start-up probe fails."""
+    return backend_candidates(model_dir, backend, device, precision)[0]
+
+
+def model_file(model_dir: Path, choice: BackendChoice) -> Path | None:
+    """The ONNX file `choice` reads (None for torch, or when the folder has none)."""
+    files = OPENVINO_FILES if choice.backend == "openvino" else ONNX_FILES
+    for name in files.get(choice.precision, ()):
+        if (model_dir / name).is_file():
+            return model_dir / name
+    return None
+
+
+def choice_problems(model_dir: Path, choice: BackendChoice) -> list[str]:
+    """Why `choice` cannot run this folder here; empty when it can."""
+    problems = []
+    package = BACKEND_PACKAGES[choice.backend]
+    if importlib.util.find_spec(package) is None:
+        problems.append(f"--backend {choice.backend} needs {package}: {INSTALL_HINTS[choice.backend]}")
+    if choice.backend == "torch":
+        if choice.precision not in ("fp32", "bf16"):
+            problems.append(f"--precision {choice.precision} needs the onnx backend")
+        elif not any((model_dir / name).is_file() for name in (ADAPTER_FILE, FULL_FILE, FULL_INDEX_FILE)):
+            problems.append(f"{model_dir}: no PyTorch weights (an ONNX-only export); use --backend onnx")
+        elif choice.device == "cuda" and not problems and not _torch_cuda():
+            problems.append("--device cuda: torch sees no CUDA GPU")
+        return problems
+    files = OPENVINO_FILES if choice.backend == "openvino" else ONNX_FILES
+    if choice.precision not in files:
+        problems.append(f"--precision {choice.precision}: {choice.backend} runs {' or '.join(files)}")
+    elif model_file(model_dir, choice) is None:
+        problems.append(f"{model_dir}: no {' or '.join(files[choice.precision])} (run distill-export --onnx"
+                        f"{_export_flag(choice)})")
+    if choice.backend == "openvino" and choice.device != "cpu":
+        problems.append("--backend openvino runs on the CPU here; use --device cpu")
+    elif choice.backend == "onnx" and choice.device == "cuda" and not problems \
+            and "CUDAExecutionProvider" not in _ort_providers():
+        problems.append("--device cuda with ONNX needs onnxruntime-gpu instead of onnxruntime "
+                        "(pip uninstall -y onnxruntime && pip install onnxruntime-gpu)")
+    return problems
+
+
+def _export_flag(choice: BackendChoice) -> str:
+    if choice.backend == "openvino" and choice.precision == "bf16":
+        return " --int8-weights"
+    return {"int8": " --quantize int8", "fp16": " --fp16"}.get(choice.precision, "")
 
 
 def _check_choice(model_dir: Path, choice: BackendChoice) -> None:
-    problems = []
-    if choice.backend == "onnx":
-        if choice.precision not in ONNX_FILES:
-            problems.append(f"--precision {choice.precision}: ONNX has fp32 or int8")
-        elif not (model_dir / ONNX_FILES[choice.precision]).is_file():
-            problems.append(f"{model_dir}: no {ONNX_FILES[choice.precision]} (run distill-export --onnx)")
-        if importlib.util.find_spec("onnxruntime") is None:
-            problems.append("--backend onnx needs onnxruntime: pip install onnxruntime")
-        elif choice.device == "cuda" and "CUDAExecutionProvider" not in _ort_providers():
-            problems.append("--device cuda with ONNX needs onnxruntime-gpu (CUDAExecutionProvider)")
-    else:
-        if choice.precision == "int8":
-            problems.append("--precision int8 needs the onnx backend")
-        if importlib.util.find_spec("torch") is None:
-            problems.append("--backend torch needs torch: pip install 'distill[cpu]'")
-        elif choice.device == "cuda" and not _torch_cuda():
-            problems.append("--device cuda: torch sees no CUDA GPU")
+    problems = choice_problems(model_dir, choice)
     if problems:
         raise ConfigError("cannot use this model as asked:\n  " + "\n  ".join(problems))
 
@@ -98,6 +172,61 @@ def _ort_providers() -> list[str]:
     return onnxruntime.get_available_providers()
 
 
+def open_best_backend(model_dir: Path, info: StudentInfo, backend: str, device: str, precision: str,
+                      threads: int, token_budget: int | None = None, max_batch: int | None = None,
+                      compile_model: bool = False) -> Backend:
+    """The first candidate that loads and, when several were possible, passes the
+    start-up probe; `backend.note` says what was chosen, why, and any fallback."""
+    candidates = backend_candidates(model_dir, backend, device, precision)
+    auto = len(candidates) > 1 or "auto" in (backend, precision)
+    probe = read_probe(model_dir) if auto else None
+    if auto and probe is None and candidates[0].precision != "fp32":
+        probe = live_probe(model_dir, info, candidates, threads)
+    skipped = []
+    for position, choice in enumerate(candidates):
+        last = position == len(candidates) - 1
+        try:
+            model = open_model(model_dir, info, choice, threads, token_budget, max_batch, compile_model)
+        except ModelArtifactError as exc:
+            if last or not auto:
+                raise
+            skipped.append(f"{choice.label} did not load ({str(exc).splitlines()[0]})")
+            continue
+        result = compare(model.predict(probe.sequences), probe, choice.precision) if probe else None
+        if result is not None and not result.passed and not last:
+            skipped.append(f"{choice.label} failed its start-up probe ({result.describe()})")
+            continue
+        opened = with_ensemble(model, model_dir)
+        opened.note = _choice_note(choice, auto, result, skipped)
+        return opened
+    raise AssertionError("unreachable: the last candidate returns or raises")
+
+
+def live_probe(model_dir: Path, info: StudentInfo, candidates: list[BackendChoice], threads: int) -> Probe | None:
+    """A folder without probe.json: the first fp32 candidate's outputs on PROBE_TEXTS,
+    one article at a time (no padding); None when no fp32 path can run here."""
+    from distill.serve.tokenize import StudentEncoder
+
+    reference = next((c for c in candidates if c.precision == "fp32"), None)
+    if reference is None:
+        return None
+    model = open_model(model_dir, info, reference, threads)
+    sequences = StudentEncoder(model_dir, info.max_tokens, info.head_share).encode(list(PROBE_TEXTS))
+    outputs = np.concatenate([model.predict([seq]) for seq in sequences]).astype(np.float64)
+    return Probe(sequences, outputs, reference.label)
+
+
+def _choice_note(choice: BackendChoice, auto: bool, result: ProbeResult | None, skipped: list[str]) -> str:
+    why = f"chosen for this CPU ({cpu_features().describe()})" if auto and choice.device == "cpu" else "as asked"
+    checked = f"; start-up probe {result.describe()}" if result else ""
+    if auto and result is None and choice.precision != "fp32":
+        checked = "; not probed: no probe.json and no fp32 path to compare with"
+    failed = f"; {'; '.join(skipped)}, so it fell back" if skipped else ""
+    if result is not None and not result.passed:
+        checked = f"; start-up probe FAILED too ({result.describe()}), the last candidate, kept"
+    return f"backend {choice.label} {why}{checked}{failed}"
+
+
 def open_backend(
     model_dir: Path,
     info: StudentInfo,
@@ -107,24 +236,37 @@ def open_backend(
     max_batch: int | None = None,
     compile_model: bool = False,
 ) -> Backend:
-    """Load the model for `choice`; limits default per device. `compile_model`
+    """Load the model for `choice`, blended with the folder's token ridge if it has one."""
+    model = open_model(model_dir, info, choice, threads, token_budget, max_batch, compile_model)
+    return with_ensemble(model, model_dir)
+
+
+def open_model(model_dir: Path, info: StudentInfo, choice: BackendChoice, threads: int,
+               token_budget: int | None = None, max_batch: int | None = None,
+               compile_model: bool = False) -> Backend:
+    """The network alone for `choice`; limits default per device. `compile_model`
     (torch only) compiles it with torch.compile during start-up."""
+    _check_choice(model_dir, choice)
     budget, rows = DEFAULT_LIMITS[choice.device]
     limits = BackendLimits(info.max_tokens, max_batch or rows, token_budget or budget)
     pad_id = pad_token_id(model_dir)
     if choice.backend == "onnx":
-        backend = OnnxBackend(model_dir / ONNX_FILES[choice.precision], info, limits, pad_id, choice, threads)
-    else:
-        backend = TorchBackend(model_dir, info, limits, pad_id, choice, threads, compile_model)
+        return OnnxBackend(model_file(model_dir, choice), info, limits, pad_id, choice, threads)
+    if choice.backend == "openvino":
+        return OpenVinoBackend(model_file(model_dir, choice), info, limits, pad_id, choice, threads)
+    return TorchBackend(model_dir, info, limits, pad_id, choice, threads, compile_model)
+
+
+def with_ensemble(model: Backend, model_dir: Path) -> Backend:
     ensemble = TokenRidge.load(model_dir)
-    return backend if ensemble is None else EnsembleBackend(backend, ensemble)
+    return model if ensemble is None else EnsembleBackend(model, ensemble)
 
 
 def pad_token_id(model_dir: Path) -> int:
     """The pad id the student was trained with (its saved tokenizer's, else eos)."""
-    from distill.student.load import load_tokenizer
+    from distill.serve.tokenize import student_tokenizer
 
-    pad = load_tokenizer(model_dir).pad_token_id
+    pad = student_tokenizer(model_dir).pad_token_id
     if pad is None:
         raise ModelArtifactError(f"{model_dir}: the tokenizer has neither a pad nor an eos token")
     return int(pad)
@@ -143,6 +285,8 @@ class TorchBackend:
     at start-up (tens of seconds on CPU) and pays off on large corpora: with
     bf16 on a CPU with AMX it more than halved MiniLM's time per article.
     """
+
+    note = ""  # why open_best_backend chose it (empty when opened directly)
 
     def __init__(self, model_dir: Path, info: StudentInfo, limits: BackendLimits, pad_id: int,
                  choice: BackendChoice, threads: int, compile_model: bool = False):
@@ -202,6 +346,8 @@ class TorchBackend:
 class EnsembleBackend:
     """A backend whose outputs are blended with the model folder's token ridge (ensemble.npz)."""
 
+    note = ""  # why open_best_backend chose it (empty when opened directly)
+
     def __init__(self, model: Backend, ensemble: TokenRidge):
         self.model = model
         self.ensemble = ensemble
@@ -219,6 +365,8 @@ class OnnxBackend:
     Inputs input_ids and attention_mask (int64 [batch, seq]); output `scores`
     float32 [batch, D], standardised (the export contract).
     """
+
+    note = ""  # why open_best_backend chose it (empty when opened directly)
 
     def __init__(self, path: Path, info: StudentInfo, limits: BackendLimits, pad_id: int,
                  choice: BackendChoice, threads: int):
@@ -255,6 +403,47 @@ class OnnxBackend:
                 f"{self.path}: output shape {out.shape}; expected ({len(sequences)}, {self.dimensions})"
             )
         return out.astype(np.float32, copy=False)
+
+
+class OpenVinoBackend:
+    """OpenVINO on the CPU over an export's ONNX file (the export contract as for
+    OnnxBackend). bf16 asks for bf16 compute, which runs on AMX / AVX-512 BF16;
+    fp32 pins fp32 (OpenVINO would otherwise pick bf16 by itself on such CPUs)."""
+
+    note = ""  # why open_best_backend chose it (empty when opened directly)
+
+    def __init__(self, path: Path, info: StudentInfo, limits: BackendLimits, pad_id: int,
+                 choice: BackendChoice, threads: int):
+        import openvino as ov
+
+        config = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY",
+                  "INFERENCE_PRECISION_HINT": "bf16" if choice.precision == "bf16" else "f32"}
+        try:
+            compiled = ov.Core().compile_model(str(path), "CPU", config)
+        except RuntimeError as exc:  # OpenVINO reports unreadable or unconvertible models so
+            raise ModelArtifactError(f"{path}: OpenVINO cannot run it ({_openvino_reason(exc)})") from None
+        self.request = compiled.create_infer_request()
+        self.pad_id = pad_id
+        self.limits = limits
+        self.dimensions = len(info.dimensions)
+        self.name = choice.label
+        self.path = path
+
+    def predict(self, sequences: list[list[int]]) -> np.ndarray:
+        ids, mask = pad_sequences(sequences, self.pad_id)
+        out = self.request.infer({"input_ids": ids, "attention_mask": mask})[0]
+        if out.shape != (len(sequences), self.dimensions):
+            raise ModelArtifactError(
+                f"{self.path}: output shape {out.shape}; expected ({len(sequences)}, {self.dimensions})"
+            )
+        return np.array(out, dtype=np.float32)  # a copy: the request reuses its output buffer
+
+
+def _openvino_reason(exc: Exception) -> str:
+    """OpenVINO's message without its source-location lines ("Exception from src/...", "Check ... failed at")."""
+    lines = [line.strip() for line in str(exc).splitlines()]
+    kept = [line for line in lines if line and not line.startswith(("Exception from", "Check '"))]
+    return " ".join(kept)[:300] or type(exc).__name__
 
 
 def _onnx_session(path: Path, options: Any, providers: list[str]) -> Any:

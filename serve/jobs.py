@@ -32,9 +32,10 @@ from typing import Any
 import numpy as np
 
 from distill.artifact import StudentInfo, read_info
+from distill.columnar import OutputWriter
 from distill.filter_spec import FilterSpec, load_filter
 from distill.prefilter import PASSED, Prefilter
-from distill.records import Article, JsonlWriter, ReadStats, parse_article, read_records
+from distill.records import Article, ReadStats, parse_article, read_records
 from distill.serve.batcher import Backend, Timings, predict_window
 from distill.serve.postfilter import Item, Postfilter
 from distill.serve.resume import load_resume_state
@@ -255,15 +256,16 @@ def model_rows(entries: list[Entry], model: int) -> list[int]:
 
 
 def open_backends(settings: ScoreSettings, plan: Plan, device: str | None = None) -> list[Backend]:
-    """Each distinct model of the run, once, on the backend chosen for `device` (default
-    --device). Every engine (local, Ray, the server) opens its models here."""
-    from distill.serve.backends import choose_backend, open_backend
+    """Each distinct model of the run, once, on the best backend the flags allow for
+    `device` (default --device), probed at start-up; each backend's `note` says which
+    and why. Every engine (local, Ray, the server) opens its models here."""
+    from distill.serve.backends import open_best_backend
 
     backends = []
     for slot in plan.models:
-        choice = choose_backend(slot.folder, settings.backend, device or settings.device, settings.precision)
-        backends.append(open_backend(slot.folder, slot.info, choice, settings.threads, settings.token_budget,
-                                     settings.max_batch, compile_model=settings.compile))
+        backends.append(open_best_backend(slot.folder, slot.info, settings.backend, device or settings.device,
+                                          settings.precision, settings.threads, settings.token_budget,
+                                          settings.max_batch, compile_model=settings.compile))
     return backends
 
 
@@ -308,7 +310,7 @@ def window_records(plan: Plan, entries: list[Entry], outputs: dict[int, np.ndarr
 
 
 def write_window(plan: Plan, entries: list[Entry], outputs: dict[int, np.ndarray],
-                 writers: list[JsonlWriter]) -> None:
+                 writers: list[OutputWriter]) -> None:
     """Each job's records for a window (window_records), in input order, to its writer."""
     for records, writer in zip(window_records(plan, entries, outputs), writers, strict=True):
         for record in records:

@@ -16,7 +16,8 @@ Output order is input order: a window's records (scored and blocked) are
 written when the window is done, in the order the articles were read. A kill
 loses at most the window in progress; the rerun skips ids already written
 (resume.py), per output; a second run on the same output stops at once
-(lock.py), since two would each write every record. Within one input, the first line with an id wins;
+(lock.py), since two would each write every record. A Parquet output is
+journalled and published when the run completes (distill/columnar.py). Within one input, the first line with an id wins;
 later lines with that id are rejected as duplicates. Bad lines go to the
 rejects file, which each run rewrites (every run re-reads all input, so it
 sees them all).
@@ -31,7 +32,8 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from distill.records import JsonlWriter, RejectsWriter, output_error
+from distill.columnar import OutputWriter, open_output, publish_outputs
+from distill.records import RejectsWriter, output_error
 from distill.serve.batcher import Timings
 from distill.serve.jobs import (
     Entry,
@@ -132,12 +134,14 @@ def score_corpus(settings: ScoreSettings, progress: Callable[[int], None] | None
                  for g in plan.groups]
         backends = open_backends(settings, plan)
         summary.backend = ", ".join(dict.fromkeys(backend.name for backend in backends))
-        writers = [stack.enter_context(JsonlWriter(job.output)) for job in plan.jobs]
+        summary.notes += [backend.note for backend in backends if backend.note]
+        writers = [stack.enter_context(open_output(job.output)) for job in plan.jobs]
         rejects = stack.enter_context(RejectsWriter(plan.rejects))
         counts = ReadCounts()
         pipeline = _Pipeline(settings, plan, backends, pools, writers, summary, progress, rejects, counts)
         summary.startup = time.perf_counter() - start
         pipeline.run(read_chunks(settings, plan, rejects, counts))
+        publish_outputs(writers)  # still under the output lock
         summary.rejected = rejects.count
         summary.resumed = counts.resumed
     summary.seconds = time.perf_counter() - start - summary.startup
@@ -159,7 +163,7 @@ class _Pipeline:
     """Keeps tokenised chunks in flight ahead of the models and writes windows in order."""
 
     def __init__(self, settings: ScoreSettings, plan: Plan, backends: list, pools: list[TokenizerPool],
-                 writers: list[JsonlWriter], summary: RunSummary, progress: Callable[[int], None] | None,
+                 writers: list[OutputWriter], summary: RunSummary, progress: Callable[[int], None] | None,
                  rejects: RejectsWriter, counts: ReadCounts):
         self.settings = settings
         self.plan = plan

@@ -13,21 +13,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from distill.columnar import WRITING, folder_problem, is_parquet, pyarrow_problem
 from distill.errors import ConfigError
 from distill.records import output_error
 from distill.settings import Settings
 
-BACKENDS = ("auto", "torch", "onnx")
+BACKENDS = ("auto", "torch", "onnx", "openvino")
 ENGINES = ("local", "ray")
+FILE_OUTPUTS = (".jsonl", ".parquet")  # an --output with these suffixes is one file, not a folder
 RECORD_FIELDS = ("id", "scores", "overall_score", "tier", "prefilter", "model")
 DEVICES = ("auto", "cpu", "cuda")
-PRECISIONS = ("auto", "fp32", "int8", "bf16")
+PRECISIONS = ("auto", "fp32", "int8", "bf16", "fp16")
 
 
 @dataclass
 class ScoreSettings(Settings):
-    inputs: list[Path] = field(metadata={"argument": True, "help": "corpus JSONL files (.jsonl or .jsonl.gz); articles need id and content/text"})
-    output: Path = field(metadata={"aliases": ("-o",), "help": "scored JSONL; if it exists the run resumes and skips ids already in it. Several filters: a folder (one FILTER.jsonl each, e.g. sustainability-v1.jsonl) or a path with {filter}"})
+    inputs: list[Path] = field(metadata={"argument": True, "help": "corpus files (.jsonl, .jsonl.gz or .parquet) or datasets.save_to_disk folders; articles need id and content/text"})
+    output: Path = field(metadata={"aliases": ("-o",), "help": "scored JSONL, or .parquet (journalled beside it, written whole when the run completes); if it exists the run resumes and skips ids already in it. Several filters: a folder (one FILTER.jsonl each, e.g. sustainability-v1.jsonl) or a path with {filter}"})
     model: list[Path] = field(default_factory=list, metadata={"aliases": ("-m",), "help": "model folder with distill.json: a trained run (train/) or an export (exports/NAME); repeat to score with several models in one pass. Default: the student shipped with each --filter"})
     filter: list[str] = field(default_factory=list, metadata={"aliases": ("-f",), "help": "filter name or path; default: the filter the model was trained for. Repeat to score several filters in one pass: with one --model all share its forward pass, with several models they pair in order"})
     engine: str = field(default="local", metadata={"choices": ENGINES, "help": "local: this process and tokenizer workers; ray: a Ray Data pipeline (pip install 'distill[ray]')"})
@@ -35,11 +37,11 @@ class ScoreSettings(Settings):
     ray_cpus: int | None = field(default=None, metadata={"help": "CPUs of the local Ray instance started without --ray-address (default: all cores)"})
     actors: int = field(default=1, metadata={"help": "model actors in the Ray pipeline (--engine ray), each holding every model of the run"})
     gpus_per_actor: float | None = field(default=None, metadata={"help": "GPU share of each model actor (--engine ray; e.g. 0.5 puts two on a GPU); default: 1 on --device cuda, else 0"})
-    backend: str = field(default="auto", metadata={"choices": BACKENDS, "help": "auto: onnx when the folder has model.onnx and the device is CPU, else torch"})
+    backend: str = field(default="auto", metadata={"choices": BACKENDS, "help": "auto: the fastest this machine, the folder and the install allow, checked at start-up against fp32 (probe.json) with fallback: on CPUs with AMX/AVX-512 BF16 openvino bf16 then torch bf16, else onnx int8, then fp32 paths; on cuda torch. onnx is ONNX Runtime"})
     device: str = field(default="auto", metadata={"choices": DEVICES, "help": "auto: cuda when torch sees a GPU, else cpu"})
-    precision: str = field(default="auto", metadata={"choices": PRECISIONS, "help": "auto: onnx int8 when model.int8.onnx exists (CPU), torch bf16 on cuda, else fp32"})
+    precision: str = field(default="auto", metadata={"choices": PRECISIONS, "help": "auto: as --backend auto; int8 is ONNX Runtime's model.int8.onnx, bf16 openvino (model.int8w.onnx) or torch, fp16 ONNX Runtime on cuda (model.fp16.onnx)"})
     compile: bool = field(default=False, metadata={"help": "torch.compile the model at start-up (torch backend; needs a C++ compiler on CPU): tens of seconds once, then faster batches; pays off from a few thousand articles, most with --precision bf16 on CPUs with AMX"})
-    token_budget: int | None = field(default=None, metadata={"help": "padded tokens per batch; default: the backend's (CPU 8192, GPU 65536)"})
+    token_budget: int | None = field(default=None, metadata={"help": "padded tokens per batch; default: the backend's (CPU 2048, GPU 65536)"})
     max_batch: int | None = field(default=None, metadata={"help": "articles per batch at most; default: the backend's (CPU 64, GPU 512)"})
     window: int = field(default=2048, metadata={"help": "articles sorted by length together; bounds memory and work lost to a kill"})
     workers: int | None = field(default=None, metadata={"help": "tokenizer processes running ahead of the model (0: tokenise in the main process); default: 0 on CPU, where the model already uses every core, 1 on CUDA; --engine ray: tokenizer actors (at least 1)"})
@@ -83,7 +85,7 @@ class ScoreSettings(Settings):
         """Several jobs write FILTER.jsonl files into --output (unless it has {filter})."""
         if "{filter}" in str(self.output):
             return False
-        return Path(self.output).is_dir() or (self._jobs() > 1 and not str(self.output).endswith(".jsonl"))
+        return Path(self.output).is_dir() or (self._jobs() > 1 and not str(self.output).endswith(FILE_OUTPUTS))
 
     def output_paths(self, filter_ids: list[str]) -> list[Path]:
         """One output per job: `-o` itself for one filter, else the folder or {filter} template."""
@@ -106,10 +108,11 @@ class ScoreSettings(Settings):
     def rejects_path(self) -> Path:
         """`scored.jsonl` -> `scored.rejects.jsonl`; a folder -> FOLDER/rejects.jsonl; {filter} -> rejects."""
         if "{filter}" in str(self.output):
-            return Path(str(self.output).replace("{filter}", "rejects"))
+            rejects = Path(str(self.output).replace("{filter}", "rejects"))
+            return rejects.with_suffix(".jsonl") if is_parquet(rejects) else rejects
         if self.folder_output:
             return Path(self.output) / "rejects.jsonl"
-        name = self.output.name.removesuffix(".jsonl")
+        name = self.output.name.removesuffix(".jsonl").removesuffix(".parquet")
         return self.output.with_name(name + ".rejects.jsonl")
 
     def _jobs(self) -> int:
@@ -127,7 +130,7 @@ class ScoreSettings(Settings):
                             "(paired in order) or none (each model's own filter)")
         if len(set(self.filter)) != filters:
             problems.append("--filter: a filter is named twice")
-        if self._jobs() > 1 and "{filter}" not in str(self.output) and str(self.output).endswith(".jsonl"):
+        if self._jobs() > 1 and "{filter}" not in str(self.output) and str(self.output).endswith(FILE_OUTPUTS):
             problems.append("--output: several filters write one file each: give a folder or a path with {filter}")
         for name, allowed in (("backend", BACKENDS), ("device", DEVICES), ("precision", PRECISIONS),
                               ("engine", ENGINES)):
@@ -155,20 +158,23 @@ class ScoreSettings(Settings):
             problems.append("--output: write plain .jsonl (resumable after a kill); compress it afterwards")
         if Path(str(self.output).replace("{filter}", "x")).resolve() in {Path(p).resolve() for p in self.inputs}:
             problems.append("--output: must not be one of the inputs")
+        if (missing := pyarrow_problem(str(self.output), WRITING)) is not None:
+            problems.append(f"--output: {missing}")
         return problems
 
 
 def _input_problem(path: Path) -> str | None:
     """Why an INPUTS path cannot be read as a corpus file, or None."""
     if path.is_dir():
-        return f"INPUTS: {path}: is a folder; give its files, e.g. {path}/*.jsonl"
+        problem = folder_problem(path) or pyarrow_problem(path)
+        return f"INPUTS: {path}: {problem}" if problem else None
     if not path.exists():
         return f"INPUTS: {path}: no such file"
     if not path.is_file():
         return f"INPUTS: {path}: not a regular file"
     if not os.access(path, os.R_OK):
         return f"INPUTS: {path}: not readable (permission denied)"
-    return None
+    return f"INPUTS: {path}: {missing}" if (missing := pyarrow_problem(path)) else None
 
 
 def models_and_filters(model: Any, filters: Any) -> tuple[list[Path], list[str]]:

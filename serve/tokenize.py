@@ -1,10 +1,11 @@
 """Student tokenisation, in the main process or in worker processes ahead of the model.
 
 An article becomes `article_text(title, body)` and then token ids through
-the student's own `distill.student.encode.encode_texts` (one fast-tokenizer
-batch call, head + tail cut to the student's `max_tokens` counting special
-tokens), so the scorer can never drift from what the student was trained on. Text past a
-generous character bound is cut first (`clip_chars`), which leaves the ids
+the student's own `distill.student.encode.encode_texts` (one batch call of
+`tokenizers` over the folder's tokenizer.json, so scoring needs no
+transformers; head + tail cut to the student's `max_tokens` counting special
+tokens), so the scorer can never drift from what the student was trained on.
+Text past a generous character bound is cut first (`clip_chars`), which leaves the ids
 unchanged and keeps a 50 MB article from taking minutes and gigabytes.
 
 Workers are spawned (not forked: the parent may hold torch and OpenMP
@@ -22,9 +23,11 @@ import time
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
+from typing import Any
 
 from distill.errors import DistillError
 from distill.student.encode import encode_texts
+from distill.student.fast_tokenizer import has_fast_tokenizer, load_fast_tokenizer
 from distill.truncation import clip_chars
 
 
@@ -32,12 +35,7 @@ class StudentEncoder:
     """Texts -> token id lists exactly as the student saw them in training."""
 
     def __init__(self, tokenizer_dir: str | Path, max_tokens: int, head_share: float):
-        from transformers import AutoTokenizer
-
-        self.tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
-        # Whole articles are tokenised before the head + tail cut; silence the
-        # "longer than the model's maximum" warning that this would trigger.
-        self.tokenizer.model_max_length = 1 << 30
+        self.tokenizer = student_tokenizer(tokenizer_dir)
         self.max_tokens = max_tokens
         self.head_share = head_share
 
@@ -45,6 +43,19 @@ class StudentEncoder:
         # A huge article is cut to a character bound first: the ids come out the same, in bounded time.
         clipped = [clip_chars(text, self.max_tokens, self.head_share) for text in texts]
         return encode_texts(self.tokenizer, clipped, self.max_tokens, self.head_share)
+
+
+def student_tokenizer(folder: str | Path) -> Any:
+    """tokenizer.json through `tokenizers` (no transformers needed), else AutoTokenizer."""
+    if has_fast_tokenizer(folder):
+        return load_fast_tokenizer(folder)
+    from distill.student.load import load_tokenizer
+
+    tokenizer = load_tokenizer(folder)
+    # Whole articles are tokenised before the head + tail cut; silence the
+    # "longer than the model's maximum" warning that this would trigger.
+    tokenizer.model_max_length = 1 << 30
+    return tokenizer
 
 
 _worker_encoder: StudentEncoder | None = None

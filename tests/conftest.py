@@ -13,6 +13,10 @@ import pytest
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# `auto` backends as on a CPU without bf16 units, in this process and in every
+# distill-score it starts, so results do not depend on the machine the suite runs
+# on (an AMX Xeon would get bf16); tests of the per-machine choice set their own.
+os.environ.setdefault("DISTILL_CPU_FLAGS", "avx2")
 
 SHARED_LABELLED = Path(__file__).resolve().parents[2] / "shared/data/sustainability-v1/labelled.jsonl"
 

@@ -199,7 +199,8 @@ def test_pickled_weights_are_never_loaded(trained, exported, tiny_bert_dir, tmp_
 def test_random_bytes_as_onnx_model(name, trained, exported, tmp_path):
     folder = copy(exported, tmp_path, "export-copy")
     (folder / name).write_bytes(os.urandom(5000))
-    args = score_args(folder, trained[1], tmp_path) + ["--precision", "fp32" if name == "model.onnx" else "int8"]
+    args = score_args(folder, trained[1], tmp_path) + ["--backend", "onnx",
+                                                       "--precision", "fp32" if name == "model.onnx" else "int8"]
     line = error_line(score_main, args)
     assert f"{folder / name}: not a usable ONNX model (Protobuf parsing failed.)" in line
     assert "distill-export --onnx" in line

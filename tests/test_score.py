@@ -222,20 +222,6 @@ def test_decoder_backend_pools_the_last_token_like_hf(tmp_path, tiny_qwen_dir):
     np.testing.assert_allclose(got, want, atol=1e-5)
 
 
-def test_backend_choice_follows_the_folder_and_flags(tmp_path):
-    folder = tmp_path / "export"
-    folder.mkdir()
-    assert choose_backend(folder, "auto", "cpu", "auto").label == "torch-cpu-fp32"
-    (folder / "model.onnx").write_bytes(b"")
-    assert choose_backend(folder, "auto", "cpu", "auto").label == "onnx-cpu-fp32"
-    with pytest.raises(ConfigError, match="no model.int8.onnx"):
-        choose_backend(folder, "onnx", "cpu", "int8")
-    (folder / "model.int8.onnx").write_bytes(b"")
-    assert choose_backend(folder, "auto", "cpu", "auto").label == "onnx-cpu-int8"
-    assert choose_backend(folder, "torch", "cpu", "auto").label == "torch-cpu-fp32"
-    assert choose_backend(folder, "torch", "cpu", "bf16").label == "torch-cpu-bf16"
-
-
 def test_settings_report_every_problem_at_once(tmp_path):
     settings = ScoreSettings(inputs=[tmp_path / "missing.jsonl"], model=tmp_path / "nope",
                              output=tmp_path / "out.jsonl.gz", window=0, precision="int8",

@@ -11,5 +11,7 @@ ADAPTER_CONFIG_FILE = "adapter_config.json"
 FULL_FILE = "model.safetensors"  # full and merged: one file ...
 FULL_INDEX_FILE = "model.safetensors.index.json"  # ... or shards listed here
 WEIGHTS_FORMATS = ("peft-lora", "full", "merged")
-# What distill-export writes and distill-score reads, per precision.
-ONNX_FILES = {"fp32": "model.onnx", "int8": "model.int8.onnx", "fp16": "model.fp16.onnx"}
+# What distill-export writes and distill-score reads, per variant: int8 is ONNX
+# Runtime's dynamic quantisation, int8w int8 weights only (for OpenVINO).
+ONNX_FILES = {"fp32": "model.onnx", "int8": "model.int8.onnx", "int8w": "model.int8w.onnx",
+              "fp16": "model.fp16.onnx"}

@@ -205,6 +205,9 @@ class OnlineScorer:
         for backend in backends:  # the first batch pays for lazy initialisation, not a client
             backend.predict([[0] * 8])
         self.backend_name = ", ".join(dict.fromkeys(b.name for b in backends))
+        for backend in backends:
+            if backend.note:
+                logger.info("%s", backend.note)
         logger.info("loaded %s (%s) in %.1f s; scoring %s", ", ".join(j.postfilter.model_id for j in self.plan.jobs),
                     self.backend_name, time.perf_counter() - started, ", ".join(self.filter_ids))
 
