@@ -230,3 +230,18 @@ def test_the_torch_free_tokenizer_gives_the_ids_training_saw(fixture, request):
     for max_tokens in (32, 256):
         assert encode_texts(fast, texts, max_tokens, 0.8) == encode_texts(reference, texts, max_tokens, 0.8)
     assert np.mean([len(ids) for ids in fast(texts)["input_ids"]]) > 50  # real articles, not empty strings
+
+
+def test_openvino_pads_batches_to_few_shapes_without_changing_outputs(export):
+    """OpenVINO keeps kernels per input shape: widths go to a multiple of 32 and rows to a
+    power of two, so a long run sees few shapes; the padding is masked or dropped."""
+    pytest.importorskip("openvino")
+    choice = backends.BackendChoice("openvino", "cpu", "fp32")
+    model = backends.open_model(export, student_info(), choice, threads=1)
+    reference = backends.open_model(export, student_info(), backends.BackendChoice("onnx", "cpu", "fp32"), 1)
+    rng = np.random.default_rng(0)
+    sequences = [[101] + rng.integers(1000, 5000, size=n).tolist() + [102] for n in (35, 20, 7)]
+    ids, mask = model._bucketed(sequences)
+    assert ids.shape == (4, 64) and mask[:3].sum() == sum(map(len, sequences))
+    np.testing.assert_allclose(model.predict(sequences), reference.predict(sequences), atol=1e-4)
+    assert model._bucketed([[101] * 250])[0].shape == (1, 256)  # never past the student's max tokens
