@@ -359,18 +359,34 @@ class EnsembleBackend:
         return self.ensemble.blend(self.model.predict(sequences), sequences)
 
 
-class OnnxBackend:
-    """ONNX Runtime over an export's model.onnx / model.int8.onnx.
-
-    Inputs input_ids and attention_mask (int64 [batch, seq]); output `scores`
-    float32 [batch, D], standardised (the export contract).
-    """
+class ExportBackend:
+    """What the runtimes over an export's ONNX file share: the export contract is inputs
+    input_ids and attention_mask (int64 [batch, seq]) and output `scores` float32
+    [batch, D], standardised."""
 
     note = ""  # why open_best_backend chose it (empty when opened directly)
+
+    def __init__(self, path: Path, info: StudentInfo, limits: BackendLimits, pad_id: int, choice: BackendChoice):
+        self.pad_id = pad_id
+        self.limits = limits
+        self.dimensions = len(info.dimensions)
+        self.name = choice.label
+        self.path = path
+
+    def _checked(self, out: np.ndarray, rows: int) -> np.ndarray:
+        if out.shape != (rows, self.dimensions):
+            raise ModelArtifactError(f"{self.path}: output shape {out.shape}; expected ({rows}, {self.dimensions})")
+        return out
+
+
+class OnnxBackend(ExportBackend):
+    """ONNX Runtime over an export's model.onnx / model.int8.onnx / model.fp16.onnx."""
 
     def __init__(self, path: Path, info: StudentInfo, limits: BackendLimits, pad_id: int,
                  choice: BackendChoice, threads: int):
         import onnxruntime as ort
+
+        super().__init__(path, info, limits, pad_id, choice)
 
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
@@ -389,23 +405,14 @@ class OnnxBackend:
                 f"{path}: the model has {width} outputs but {path.parent / 'distill.json'} lists "
                 f"{len(info.dimensions)} dimensions; the two do not belong together: re-export the model"
             )
-        self.pad_id = pad_id
-        self.limits = limits
-        self.dimensions = len(info.dimensions)
-        self.name = choice.label
-        self.path = path
 
     def predict(self, sequences: list[list[int]]) -> np.ndarray:
         ids, mask = pad_sequences(sequences, self.pad_id)
         out = self.session.run(None, {"input_ids": ids, "attention_mask": mask})[0]
-        if out.shape != (len(sequences), self.dimensions):
-            raise ModelArtifactError(
-                f"{self.path}: output shape {out.shape}; expected ({len(sequences)}, {self.dimensions})"
-            )
-        return out.astype(np.float32, copy=False)
+        return self._checked(out, len(sequences)).astype(np.float32, copy=False)
 
 
-class OpenVinoBackend:
+class OpenVinoBackend(ExportBackend):
     """OpenVINO on the CPU over an export's ONNX file (the export contract as for
     OnnxBackend). bf16 asks for bf16 compute, which runs on AMX / AVX-512 BF16;
     fp32 pins fp32 (OpenVINO would otherwise pick bf16 by itself on such CPUs).
@@ -419,12 +426,11 @@ class OpenVinoBackend:
 
     WIDTH_STEP = 32
 
-    note = ""  # why open_best_backend chose it (empty when opened directly)
-
     def __init__(self, path: Path, info: StudentInfo, limits: BackendLimits, pad_id: int,
                  choice: BackendChoice, threads: int):
         import openvino as ov
 
+        super().__init__(path, info, limits, pad_id, choice)
         config = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY",
                   "INFERENCE_PRECISION_HINT": "bf16" if choice.precision == "bf16" else "f32"}
         try:
@@ -432,19 +438,10 @@ class OpenVinoBackend:
         except RuntimeError as exc:  # OpenVINO reports unreadable or unconvertible models so
             raise ModelArtifactError(f"{path}: OpenVINO cannot run it ({_openvino_reason(exc)})") from None
         self.request = compiled.create_infer_request()
-        self.pad_id = pad_id
-        self.limits = limits
-        self.dimensions = len(info.dimensions)
-        self.name = choice.label
-        self.path = path
 
     def predict(self, sequences: list[list[int]]) -> np.ndarray:
         ids, mask = self._bucketed(sequences)
-        out = self.request.infer({"input_ids": ids, "attention_mask": mask})[0]
-        if out.shape != (len(ids), self.dimensions):
-            raise ModelArtifactError(
-                f"{self.path}: output shape {out.shape}; expected ({len(ids)}, {self.dimensions})"
-            )
+        out = self._checked(self.request.infer({"input_ids": ids, "attention_mask": mask})[0], len(ids))
         return np.array(out[: len(sequences)], dtype=np.float32)  # a copy: the request reuses its buffer
 
     def _bucketed(self, sequences: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
