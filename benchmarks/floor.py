@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from distill.cpu_features import CPUINFO, read_flags
+
 # What decides which precision can be fast here (read from /proc/cpuinfo).
 CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni", "amx_tile", "amx_bf16", "amx_int8")
 # Families whose MLP is gated (three projections), as Qwen2.5's is.
@@ -24,14 +26,9 @@ GATED_MLP = ("qwen2", "qwen3", "llama", "mistral", "gemma", "gemma2", "gemma3")
 PRECISIONS = ("fp32", "bf16", "int8")
 
 
-def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> list[str]:
+def cpu_flags(cpuinfo: Path = CPUINFO) -> list[str]:
     """The CPU features among CPU_FLAGS this machine reports (empty where unknown)."""
-    try:
-        text = cpuinfo.read_text()
-    except OSError:
-        return []
-    line = next((row for row in text.splitlines() if row.startswith("flags")), "")
-    present = set(line.partition(":")[2].split())
+    present = read_flags(cpuinfo)
     return [flag for flag in CPU_FLAGS if flag in present]
 
 

@@ -44,12 +44,17 @@ def cpu_features(cpuinfo: Path = CPUINFO) -> CpuFeatures:
     """The first processor's flags (all cores of a machine report the same), or DISTILL_CPU_FLAGS."""
     if OVERRIDE in os.environ:
         return CpuFeatures(frozenset(os.environ[OVERRIDE].split()))
+    return CpuFeatures(read_flags(cpuinfo))
+
+
+def read_flags(cpuinfo: Path = CPUINFO) -> frozenset[str]:
+    """What the kernel reports, without the override (empty where unknown)."""
     try:
         text = cpuinfo.read_text(encoding="utf-8", errors="replace")
     except OSError:
-        return CpuFeatures(frozenset())
+        return frozenset()
     for line in text.splitlines():
         key, _, value = line.partition(":")
         if key.strip() in ("flags", "Features"):
-            return CpuFeatures(frozenset(value.split()))
-    return CpuFeatures(frozenset())
+            return frozenset(value.split())
+    return frozenset()
