@@ -111,3 +111,18 @@ def tiny_student(tmp_path_factory, tiny_bert_dir: Path, info, name: str = "stude
     shutil.copytree(tiny_bert_dir, folder, dirs_exist_ok=True)
     write_info(folder, info)
     return folder
+
+
+def move_from_init(model, head_shift: float) -> None:
+    """Shift the regression head and draw LoRA B (zero at init) as training would, so a
+    test can tell a saved or merged model from a fresh one."""
+    import torch
+
+    from distill.student.heads import head_state
+
+    with torch.no_grad():
+        for tensor in head_state(model).values():
+            tensor.add_(head_shift)
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.05)

@@ -15,7 +15,7 @@ torch = pytest.importorskip("torch")
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("peft")
 
-from conftest import write_jsonl  # noqa: E402
+from conftest import move_from_init, write_jsonl  # noqa: E402
 from safetensors.torch import load_file, save_file  # noqa: E402
 
 from distill.artifact import StudentInfo, write_info  # noqa: E402
@@ -25,7 +25,6 @@ from distill.export.encode import sample_texts  # noqa: E402
 from distill.export.validate import VariantMAE, gate  # noqa: E402
 from distill.filter_spec import load_filter  # noqa: E402
 from distill.student.encode import encode_batch  # noqa: E402
-from distill.student.heads import head_state  # noqa: E402
 from distill.student.load import load_student  # noqa: E402
 from distill.student.predict import predict_scores  # noqa: E402
 from distill.train.model import build_student, save_student  # noqa: E402
@@ -38,12 +37,7 @@ def _student(base: Path, folder: Path, full: bool = False) -> Path:
     """A saved student whose head and LoRA weights moved away from their init, as training does."""
     torch.manual_seed(1)
     model, tokenizer, arch = build_student(str(base), len(DIMS), lora_rank=4, full_finetune=full)
-    with torch.no_grad():
-        for tensor in head_state(model).values():
-            tensor.add_(0.25)
-        for name, param in model.named_parameters():
-            if "lora_B" in name:
-                param.normal_(0, 0.05)
+    move_from_init(model, 0.25)
     info = StudentInfo("t", 1, "hash", DIMS, str(base), arch, "full" if full else "peft-lora",
                        48, 0.8, [5.0] * 8, [2.0] * 8)
     return save_student(model, tokenizer, info, folder)

@@ -13,12 +13,11 @@ import yaml
 torch = pytest.importorskip("torch")
 pytest.importorskip("peft")
 
-from conftest import write_jsonl  # noqa: E402
+from conftest import move_from_init, write_jsonl  # noqa: E402
 
 from distill.artifact import Calibration, StudentInfo  # noqa: E402
 from distill.filter_spec import load_filter  # noqa: E402
 from distill.model_card import NOTES_END, NOTES_START, read_card, refresh_metrics, write_card  # noqa: E402
-from distill.student.heads import head_state  # noqa: E402
 from distill.student.load import load_student  # noqa: E402
 from distill.student.predict import predict_scores  # noqa: E402
 from distill.train.model import build_student, save_student  # noqa: E402
@@ -47,12 +46,7 @@ def adapter(tiny_bert_dir, tmp_path_factory) -> Path:
     calibration and an operating point."""
     torch.manual_seed(3)
     model, tokenizer, arch = build_student(str(tiny_bert_dir), len(SPEC.dimensions), lora_rank=4)
-    with torch.no_grad():
-        for tensor in head_state(model).values():
-            tensor.add_(0.3)
-        for name, param in model.named_parameters():
-            if "lora_B" in name:
-                param.normal_(0, 0.05)
+    move_from_init(model, 0.3)
     info = StudentInfo(SPEC.name, SPEC.version, SPEC.config_hash, SPEC.dimension_names, str(tiny_bert_dir), arch,
                        "peft-lora", 64, 0.8, [4.0] * 8, [15.0] * 8, metrics={"val_mae": 1.25})
     folder = save_student(model, tokenizer, info, tmp_path_factory.mktemp("adapter") / "student")
