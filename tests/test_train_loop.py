@@ -158,3 +158,66 @@ def test_train_state_is_what_a_checkpoint_saves_and_a_resume_reads():
     saved = {**state.to_json(), "settings": {}, "param_groups": []}
     assert ckpt._state_problems(saved) == []
     assert loop.TrainState.from_json(saved) == state
+
+
+def test_overall_coefficients_turn_standardised_errors_into_the_weighted_mean_error():
+    from distill.artifact import TargetScaler
+    from distill.filter_spec import load_filter
+
+    spec = load_filter("sustainability/v1")
+    rng = np.random.default_rng(0)
+    train = rng.uniform(0, 10, size=(50, 8))
+    scaler = TargetScaler.fit(train)
+    coef = loop.overall_coefficients(spec, scaler, train)
+    weights = np.array([d.weight for d in spec.dimensions]) / sum(d.weight for d in spec.dimensions)
+    a, b = rng.uniform(0, 10, size=(5, 8)), rng.uniform(0, 10, size=(5, 8))
+    spread = (train @ weights).std()
+    error = (scaler.standardise(a) - scaler.standardise(b)) @ coef
+    np.testing.assert_allclose(error * spread, a @ weights - b @ weights, rtol=1e-5)
+
+
+def test_training_loss_adds_the_overall_term_only_when_asked():
+    pred, target = torch.tensor([[1.0, -1.0], [0.5, 0.5]]), torch.zeros(2, 2)
+    coef = torch.tensor([0.5, 0.5])
+    plain = loop.regression_loss(pred, target, "mse")
+    assert torch.equal(loop.training_loss(pred, target, "mse", coef, 0.0), plain)
+    # row 0's errors cancel in the overall score; row 1's add up to 0.5, squared 0.25, times weight 2
+    np.testing.assert_allclose(loop.training_loss(pred, target, "mse", coef, 2.0) - plain, [0.0, 0.5], atol=1e-7)
+
+
+def test_overall_loss_and_bf16_run_end_to_end(tiny_bert_dir, tmp_path):
+    data = synthetic_split(tmp_path / "data")
+    lines = []
+    out = loop.train(settings_for(tiny_bert_dir, data, tmp_path / "m", full_finetune=True, epochs=1,
+                                  overall_loss_weight=0.5, precision="bf16"), echo=lines.append)
+    info = read_info(out)
+    assert info.training["overall_loss_weight"] == 0.5 and info.training["precision"] == "bf16"
+    assert any("cpu in bf16" in line for line in lines)
+    assert np.isfinite(json.loads((out / "history.json").read_text())[0]["val_mae"])
+
+
+@pytest.mark.parametrize(("flags", "device", "precision", "expected"), [
+    ("avx2", "cpu", "auto", "fp32"),
+    ("avx512_bf16 avx512_vnni", "cpu", "auto", "bf16"),
+    ("amx_bf16", "cpu", "fp32", "fp32"),
+    ("avx2", "cuda", "auto", "bf16"),
+    ("avx2", "cpu", "bf16", "bf16"),
+])
+def test_auto_precision_trains_in_bf16_only_where_the_device_computes_it(
+        flags, device, precision, expected, tmp_path, monkeypatch):
+    from distill.cpu_features import cpu_features
+
+    monkeypatch.setenv("DISTILL_CPU_FLAGS", flags)
+    cpu_features.cache_clear()
+    try:
+        settings = TrainSettings(filter="sustainability/v1", data_dir=tmp_path, precision=precision)
+        assert settings.resolved_precision(device) == expected
+    finally:
+        cpu_features.cache_clear()
+
+
+def test_bad_precision_and_negative_overall_weight_are_settings_problems(tmp_path):
+    settings = TrainSettings(filter="sustainability/v1", data_dir=tmp_path, precision="fp8",
+                             overall_loss_weight=-1.0)
+    message = "\n".join(settings.problems())
+    assert "--precision" in message and "--overall-loss-weight" in message

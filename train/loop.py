@@ -89,6 +89,7 @@ class TrainData:
     scaler: TargetScaler
     train_targets: np.ndarray  # standardised
     train_weights: np.ndarray
+    overall_coef: np.ndarray  # [D]: standardised errors @ this = the overall score's error in train overall stds
 
 
 @dataclass
@@ -174,6 +175,7 @@ def setup_data(settings: TrainSettings, spec: FilterSpec, tokenizer: Any, max_to
         encode_texts(tokenizer, train.texts, max_tokens, head),
         encode_texts(tokenizer, val.texts, max_tokens, head),
         scaler, scaler.standardise(train.targets), weights / weights.mean(),
+        overall_coefficients(spec, scaler, train.targets),
     )
 
 
@@ -203,6 +205,28 @@ def regression_loss(pred: Any, target: Any, kind: str) -> Any:
     if kind == "huber":
         return F.smooth_l1_loss(pred, target, reduction="none", beta=1.0).mean(dim=1)
     return 0.5 * (((pred - target) ** 2).mean(dim=1) + (pred - target).abs().mean(dim=1))
+
+
+def overall_coefficients(spec: FilterSpec, scaler: TargetScaler, train_targets: np.ndarray) -> np.ndarray:
+    """Per-dimension factors that turn standardised errors into the overall score's error, in units of its spread.
+
+    The overall score is the filter's weighted mean (distill/scoring.py's
+    weights, normalised); gatekeeper caps are left out because a cap's min()
+    has no gradient below it. Dividing by the train overall std keeps the term
+    on the same scale as the per-dimension loss."""
+    weights = np.array([d.weight for d in spec.dimensions], dtype=float)
+    weights /= weights.sum()
+    spread = float((train_targets @ weights).std()) or 1.0
+    return (weights * scaler.std / spread).astype(np.float32)
+
+
+def training_loss(pred: Any, target: Any, kind: str, overall_coef: Any, overall_weight: float) -> Any:
+    """Per-example loss: the dimensions' loss plus `overall_weight` x the same loss on the overall score."""
+    loss = regression_loss(pred, target, kind)
+    if overall_weight:
+        error = ((pred - target) * overall_coef).sum(dim=1, keepdim=True)
+        loss = loss + overall_weight * regression_loss(error, error.new_zeros(error.shape), kind)
+    return loss
 
 
 def evaluate_val(model: Any, tokenizer: Any, data: TrainData, kind: str, batch_size: int) -> dict[str, Any]:
@@ -309,7 +333,8 @@ def setup(settings: TrainSettings, echo: Echo) -> tuple[TrainRun, TrainState]:
         run.model, run.device = accelerator.prepare_model(model), accelerator.device.type
     echo(f"Training {settings.model_name} ({arch}, {'full' if settings.full_finetune else f'LoRA r={settings.lora_rank}'}, "
          f"{trainable / 1e6:.2f}M trainable) on {len(data.train_ids)} examples, {len(data.val_ids)} val, "
-         f"{max_tokens} tokens, {run.device}, attention {model.config._attn_implementation}")
+         f"{max_tokens} tokens, {run.device} in {settings.resolved_precision(run.device)}, "
+         f"attention {model.config._attn_implementation}")
     return run, state
 
 
@@ -319,7 +344,9 @@ def train_epoch(run: TrainRun, state: TrainState) -> float | None:
 
     settings, data, device, epoch = run.settings, run.data, run.device, state.epoch
     total_steps = run.steps_per_epoch * settings.epochs
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda" else torch.autocast("cpu", enabled=False)
+    autocast = torch.autocast("cuda" if device == "cuda" else "cpu", dtype=torch.bfloat16,
+                              enabled=settings.resolved_precision(device) == "bf16")
+    overall_coef = torch.tensor(data.overall_coef, device=device)
     batches = length_grouped_batches(run.lengths, settings.batch_size, settings.seed, epoch)
     skip = state.step_in_epoch
     bar = Progress(len(batches), f"Epoch {epoch + 1}/{settings.epochs}", "steps", initial=skip,
@@ -335,7 +362,8 @@ def train_epoch(run: TrainRun, state: TrainState) -> float | None:
         weight = torch.tensor(data.train_weights[index], dtype=torch.float32, device=device)
         with autocast:
             pred = run.model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
-        loss = (regression_loss(pred, target, settings.loss) * weight).sum() / (divisor or weight.sum())
+        loss = (training_loss(pred, target, settings.loss, overall_coef, settings.overall_loss_weight) * weight).sum()
+        loss = loss / (divisor or weight.sum())
         loss.backward()
         torch.nn.utils.clip_grad_norm_([p for p in run.model.parameters() if p.requires_grad], 1.0)
         run.optimizer.step()

@@ -16,6 +16,7 @@ from distill.settings import Settings
 LOSSES = ("mse", "l1", "huber", "mse+l1")
 SPLIT_FILES = ("train.jsonl", "val.jsonl")
 REPORT_TO = ("tensorboard", "mlflow", "wandb")
+PRECISIONS = ("auto", "bf16", "fp32")
 
 
 @dataclass
@@ -31,12 +32,18 @@ class TrainSettings(Settings):
     warmup_ratio: float = field(default=0.06, metadata={"help": "share of all steps spent warming the learning rate up"})
     max_length: int | None = field(default=None, metadata={"help": "student input tokens (head+tail truncation); default the filter's truncation.student_tokens"})
     loss: str = field(default="mse", metadata={"choices": LOSSES, "help": "loss on standardised targets: mse, l1, huber, or mse+l1 (their mean; L1 pulls less toward the mean)"})
+    overall_loss_weight: float = field(default=0.0, metadata={"help": (
+        "add this times a loss on the overall score (the filter's weighted mean of the dimensions, "
+        "distill/scoring.py's weights) to the per-dimension loss; 0 = off")})
     tier_balance: float = field(default=0.0, metadata={"help": "extra per-example weight (n_largest_tier / n_tier)^x on top of any `weight` field; 0 = off"})
     lora_rank: int = field(default=16, metadata={"help": "LoRA rank (all linear layers of the backbone; the head is trained in full)"})
     full_finetune: bool = field(default=False, metadata={"help": "train every weight instead of a LoRA adapter"})
     load_in_4bit: bool = field(default=False, metadata={"help": "load the base in 4-bit NF4 (bitsandbytes, CUDA only); head stays full precision"})
     gradient_checkpointing: bool = field(default=False, metadata={"help": "recompute activations in the backward pass: less memory, ~30% slower"})
     patience: int = field(default=2, metadata={"help": "stop after this many epochs without a better val MAE (0 = never stop early)"})
+    precision: str = field(default="auto", metadata={"choices": PRECISIONS, "help": (
+        "matmul precision of the forward and backward pass (weights and optimiser stay fp32): bf16 autocast, "
+        "or fp32; auto = bf16 on CUDA and on CPUs with AMX or AVX-512 BF16, else fp32")})
     seed: int = field(default=42, metadata={"help": "seed for init, dropout and the data order"})
     resume: bool = field(default=False, metadata={"help": "continue from the latest checkpoint in --output-dir (weights, optimiser, step, data order)"})
     save_steps: int = field(default=0, metadata={"help": "also checkpoint every N optimiser steps within an epoch (0 = only at epoch ends)"})
@@ -47,6 +54,16 @@ class TrainSettings(Settings):
 
     def resolved_output_dir(self, filter_name: str) -> Path:
         return Path(self.output_dir) if self.output_dir else Path("models") / filter_name
+
+    def resolved_precision(self, device: str) -> str:
+        """bf16 or fp32: what `auto` means on this device (bf16 on a CPU without it is emulated and slow)."""
+        if self.precision != "auto":
+            return self.precision
+        if device == "cuda":
+            return "bf16"
+        from distill.cpu_features import cpu_features
+
+        return "bf16" if cpu_features().bf16 else "fp32"
 
     def problems(self) -> list[str]:
         problems = []
@@ -66,6 +83,10 @@ class TrainSettings(Settings):
             problems.append(f"--loss: one of {', '.join(LOSSES)} (got {self.loss!r})")
         if not 0 <= self.warmup_ratio < 1:
             problems.append(f"--warmup-ratio: must be in [0, 1) (got {self.warmup_ratio})")
+        if self.precision not in PRECISIONS:
+            problems.append(f"--precision: one of {', '.join(PRECISIONS)} (got {self.precision!r})")
+        if not (math.isfinite(self.overall_loss_weight) and self.overall_loss_weight >= 0):
+            problems.append(f"--overall-loss-weight: must be a number >= 0 (got {self.overall_loss_weight})")
         if self.tier_balance < 0 or self.patience < 0 or self.save_steps < 0:
             problems.append("--tier-balance, --patience and --save-steps must not be negative")
         if self.report_to is not None and self.report_to not in REPORT_TO:
