@@ -36,6 +36,10 @@ class QualitySettings(Settings):
     seed: int = field(default=42, metadata={"help": "split seed when --data is a labelled file (distill-prepare's default)"})
     limit: int = field(default=0, metadata={"help": "score only the first N held-out articles (0: all)"})
     batch_size: int = field(default=32, metadata={"help": "articles per student forward pass"})
+    slice_by: list[str] = field(default_factory=list, metadata={"flag": "--slice-by", "help": (
+        "also give MAE, tier accuracy and rare-tier recall per value of this carried article field "
+        "(language, source, ...); repeat for several")})
+    min_slice: int = field(default=20, metadata={"help": "--slice-by values with fewer articles are pooled into '(other)'"})
 
     def problems(self) -> list[str]:
         problems = []
@@ -49,8 +53,8 @@ class QualitySettings(Settings):
             problems.append(f"--data: {data}: no such file or folder")
         if self.split not in HELD_OUT:
             problems.append(f"--split: test or val (got {self.split!r})")
-        if self.limit < 0 or self.batch_size < 1:
-            problems.append("--limit must be 0 or more and --batch-size at least 1")
+        if self.limit < 0 or self.batch_size < 1 or self.min_slice < 1:
+            problems.append("--limit must be 0 or more, --batch-size and --min-slice at least 1")
         return problems
 
 
@@ -78,7 +82,7 @@ def predict_all(settings: QualitySettings, folder: Path, dims: int) -> dict[str,
     train, val = (read_split(folder / f"{name}.jsonl", dims) for name in ("train", "val"))
     held = read_split(folder / f"{settings.split}.jsonl", dims)
     limit = settings.limit or len(held.texts)
-    texts, true = held.texts[:limit], held.targets[:limit]
+    texts, true, fields = held.texts[:limit], held.targets[:limit], held.fields[:limit]
     model, tokenizer, info = load_student(settings.model)
     calibration = Calibration.load(settings.model)
     start = time.perf_counter()
@@ -88,7 +92,7 @@ def predict_all(settings: QualitySettings, folder: Path, dims: int) -> dict[str,
     tfidf = TfidfRidge().fit(train.texts, train.targets, val.texts, val.targets)
     mean = MeanPredictor().fit(train.texts, train.targets)
     return {
-        "true": true,
+        "true": true, "fields": fields,
         "predictions": {"student": student, "tfidf_ridge": tfidf.predict(texts), "mean": mean.predict(texts)},
         "student_seconds": student_seconds, "calibrated": calibration is not None,
         "train_examples": len(train.texts), "tfidf_alpha": tfidf.alpha, "info": info,
@@ -108,8 +112,28 @@ def metric_rows(spec: Any, metrics: dict[str, dict[str, Any]]) -> list[dict[str,
         row("tier accuracy", lambda m: m["tiers"]["accuracy"]),
     ]
     for tier in spec.tier_names:
+        rows.append(row(f"tier precision {tier}", lambda m, t=tier: m["tiers"]["per_tier"][t]["precision"]))
         rows.append(row(f"tier recall {tier}", lambda m, t=tier: m["tiers"]["per_tier"][t]["recall"]))
         rows.append(row(f"tier F1 {tier}", lambda m, t=tier: m["tiers"]["per_tier"][t]["f1"]))
+    return rows
+
+
+def slice_rows(settings: QualitySettings, spec: Any, run: dict[str, Any],
+               metrics: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per --slice-by value: MAE, tier accuracy and rare-tier recall, one column per predictor."""
+    from distill.evaluate.slices import slice_labels, slice_metrics
+
+    populated = [t for t in spec.tier_names if metrics["student"]["tiers"]["per_tier"][t]["support"]]
+    rare = populated[0] if populated else None  # the top tier with articles, as distill-evaluate's slices
+    rows = []
+    for name in settings.slice_by:
+        labels, pooled = slice_labels(run["fields"], name, settings.min_slice)
+        table = slice_metrics(spec, labels, pooled, {p: (pred, {}) for p, pred in run["predictions"].items()},
+                              run["true"], rare)
+        for entry in table:
+            where = f"{name}={entry['value']} (n={entry['n']})"
+            for label, key in (("MAE", "mae"), ("tier accuracy", "tier_accuracy"), (f"recall {rare}", "rare_recall")):
+                rows.append({"metric": f"{label}, {where}"} | {PREDICTORS[p]: entry[p][key] for p in PREDICTORS})
     return rows
 
 
@@ -140,7 +164,8 @@ def run_quality(settings: QualitySettings) -> BenchResult:
                      "honest only if the student was trained on the same split")
     return BenchResult(
         name="quality", title=f"quality on {spec.id}: student vs oracle and baselines",
-        columns=["metric", *PREDICTORS.values()], rows=metric_rows(spec, metrics), notes=notes,
+        columns=["metric", *PREDICTORS.values()], rows=metric_rows(spec, metrics) + slice_rows(settings, spec, run, metrics),
+        notes=notes,
         settings=settings.to_json() | {"metrics": _jsonable(metrics)},
     )
 

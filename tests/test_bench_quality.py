@@ -31,7 +31,7 @@ def labelled(tmp_path_factory) -> Path:
         marker = " ".join([f"marker{level}"] * 8)
         scores = {d: int(np.clip(level + (j % 3) - 1, 0, 10)) for j, d in enumerate(SPEC.dimension_names)}
         rows.append({"id": f"a{i}", "title": body["title"], "content": f"{marker} {body['content']}",
-                     "scores": scores})
+                     "scores": scores, "language": "nl" if i % 3 == 0 else "en"})
     return write_jsonl(tmp_path_factory.mktemp("labelled") / "labelled.jsonl", rows)
 
 
@@ -88,6 +88,19 @@ def test_a_labelled_file_is_split_exactly_as_distill_prepare_splits_it(student_d
     assert any("split made here" in note for note in written["notes"])
     assert written["settings"]["metrics"]["student"]["tiers"]["confusion"]["labels"] == SPEC.tier_names
     assert "| MAE, mean of dimensions |" in (tmp_path / "quality.md").read_text()
+
+
+def test_slice_by_gives_each_language_its_own_rows(student_dir, prepared):
+    result = run_quality(QualitySettings(model=student_dir, data=prepared, slice_by=["language"], min_slice=1))
+    mean = column(result, "mean predictor")
+    train = targets(prepared / "train.jsonl")
+    rows = [json.loads(line) for line in (prepared / "test.jsonl").read_text().splitlines()]
+    for language in ("en", "nl"):
+        picked = np.array([r["dimension_scores"] for r in rows if r["fields"]["language"] == language])
+        key = f"MAE, language={language} (n={len(picked)})"
+        assert mean[key] == pytest.approx(np.abs(picked - train.mean(axis=0)).mean())
+        assert np.isfinite(column(result, "student")[key])
+    assert any(k.startswith("recall ") and "language=nl" in k for k in mean)
 
 
 def test_limit_scores_only_the_first_articles(student_dir, prepared):
