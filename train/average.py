@@ -65,26 +65,17 @@ def merged(model: Any) -> Any:
     return model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
 
 
-SAVE_DTYPES = ("float32", "float16", "bfloat16")
-
-
-def average_students(folders: list[Path], output_dir: Path, echo: Any = print, save_dtype: str = "float32") -> Path:
-    """Write the weight-mean of `folders` as one full student folder in `output_dir`,
-    its weights stored as `save_dtype` (loaders compute in float32 either way)."""
-    import torch
-
+def average_students(folders: list[Path], output_dir: Path, echo: Any = print) -> Path:
+    """Write the weight-mean of `folders` as one full student folder in `output_dir`."""
     from distill.student.load import load_student
     from distill.train.model import save_student
 
-    if save_dtype not in SAVE_DTYPES:
-        raise ModelArtifactError(f"--save-dtype: one of {', '.join(SAVE_DTYPES)} (got {save_dtype!r})")
     folders = [Path(folder) for folder in folders]
     check_compatible(folders, [read_info(folder) for folder in folders])
     loaded = [load_student(folder) for folder in folders]
     models = [merged(model) for model, _, _ in loaded]
     target, tokenizer, info = models[0], loaded[0][1], loaded[0][2]
     target.load_state_dict(mean_state_dict(models))
-    target.to(getattr(torch, save_dtype))  # half the file; the head checksum is taken from what is saved
     sources = [{"folder": str(folder), "seed": read_info(folder).training.get("seed"),
                 "val_mae": read_info(folder).metrics.get("val_mae")} for folder in folders]
     averaged = replace(info, weights_format="full", metrics={},

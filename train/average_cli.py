@@ -7,17 +7,13 @@ from pathlib import Path
 import click
 
 from distill.cli import run_main
-from distill.train.average import SAVE_DTYPES
 
 
 @click.command()
 @click.argument("model_dirs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--output-dir", "-o", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="folder for the averaged student (a full-weights model folder, like a full fine-tune's)")
-@click.option("--save-dtype", type=click.Choice(SAVE_DTYPES), default="float32", show_default=True,
-              help="dtype of the saved weights: float16 halves the folder (MiniLM: 87 -> 45 MB) for a "
-                   "change in the outputs far below int8's; scoring computes in float32 either way")
-def command(model_dirs: tuple[Path, ...], output_dir: Path, save_dtype: str) -> None:
+def command(model_dirs: tuple[Path, ...], output_dir: Path) -> None:
     """Average the weights of students trained from one base on one split
     (same filter, token budget and target scaling), e.g. the same recipe run
     with different --seed values. LoRA students are merged first. Scoring the
@@ -28,7 +24,7 @@ def command(model_dirs: tuple[Path, ...], output_dir: Path, save_dtype: str) -> 
     """
     from distill.train.average import average_students
 
-    average_students(list(model_dirs), output_dir, echo=click.echo, save_dtype=save_dtype)
+    average_students(list(model_dirs), output_dir, echo=click.echo)
 
 
 main = run_main(command)
