@@ -17,7 +17,6 @@ STAGES: dict[str, tuple[str, str, str]] = {
     "label": ("distill.label.cli", "command", "Label articles with the oracle (journaled, resumable, budgeted)."),
     "prepare": ("distill.prepare.cli", "command", "Validate labels and write stratified train/val/test splits."),
     "train": ("distill.train.cli", "command", "Train the regression student (LoRA or full fine-tune)."),
-    "average": ("distill.train.average_cli", "command", "Average the weights of students trained with different seeds."),
     "evaluate": ("distill.evaluate.cli", "command", "Evaluate a student against the oracle and baselines."),
     "export": ("distill.export.cli", "command", "Merge, export to ONNX, validate and quantise a student."),
     "score": ("distill.serve.cli", "command", "Score corpus JSONL files with a student (the postfilter)."),

@@ -12,17 +12,17 @@ from click.testing import CliRunner
 
 from distill.cli import STAGES, cli
 
-CONSOLE_SCRIPTS = ["distill-label", "distill-prepare", "distill-train", "distill-average", "distill-evaluate",
+CONSOLE_SCRIPTS = ["distill-label", "distill-prepare", "distill-train", "distill-evaluate",
                    "distill-export", "distill-score", "distill-bench"]
 
 
 def test_group_lists_every_stage():
     result = CliRunner().invoke(cli, ["--help"])
     assert result.exit_code == 0
-    for name in ["label", "prepare", "train", "average", "evaluate", "export", "score", "serve", "bench"]:
+    for name in ["label", "prepare", "train", "evaluate", "export", "score", "serve", "bench"]:
         assert f"  {name} " in result.output
     listed = [line.split()[0] for line in result.output.split("Stages:")[1].splitlines() if line.strip()]
-    assert listed == ["label", "prepare", "train", "average", "evaluate", "export", "score", "serve", "bench"]
+    assert listed == ["label", "prepare", "train", "evaluate", "export", "score", "serve", "bench"]
 
 
 @pytest.mark.parametrize("stage", sorted(STAGES))
