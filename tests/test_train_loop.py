@@ -216,6 +216,19 @@ def test_auto_precision_trains_in_bf16_only_where_the_device_computes_it(
         cpu_features.cache_clear()
 
 
+def test_distill_json_records_the_precision_auto_resolved_to(tiny_bert_dir, tmp_path, monkeypatch):
+    from distill.cpu_features import cpu_features
+
+    monkeypatch.setenv("DISTILL_CPU_FLAGS", "avx2")
+    cpu_features.cache_clear()
+    try:
+        out = loop.train(settings_for(tiny_bert_dir, synthetic_split(tmp_path / "data"), tmp_path / "m",
+                                      epochs=1, precision="auto"), echo=lambda _: None)
+    finally:
+        cpu_features.cache_clear()
+    assert read_info(out).training["precision"] == "fp32"
+
+
 def test_bad_precision_and_negative_overall_weight_are_settings_problems(tmp_path):
     settings = TrainSettings(filter="sustainability/v1", data_dir=tmp_path, precision="fp8",
                              overall_loss_weight=-1.0)

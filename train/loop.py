@@ -429,7 +429,9 @@ def student_info(run: TrainRun, state: TrainState, metrics: dict[str, Any]) -> S
         architecture=run.arch, weights_format="full" if settings.full_finetune else "peft-lora",
         max_tokens=run.max_tokens, head_share=spec.truncation.head_share,
         target_mean=data.scaler.mean.tolist(), target_std=data.scaler.std.tolist(),
-        metrics=metrics, training={**settings.to_json(), "train_seconds": round(state.train_seconds, 1),
+        # precision as run (auto resolved), so the card says what this machine actually did
+        metrics=metrics, training={**settings.to_json(), "precision": settings.resolved_precision(run.device),
+                                   "train_seconds": round(state.train_seconds, 1),
                                    "train_examples": len(data.train_ids), "val_examples": len(data.val_ids)},
     )
 
