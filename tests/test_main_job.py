@@ -20,7 +20,9 @@ def test_sustainability_ships_a_student_with_its_report():
     assert student is not None
     info = json.loads((student / "distill.json").read_text())
     assert info["dimensions"] == load_filter("sustainability/v1").dimension_names
-    assert (student / "adapter_model.safetensors").stat().st_size < 10_000_000
+    assert info["weights_format"] == "full" and (student / "model.safetensors").stat().st_size < 100_000_000
+    for export in ("model.int8.onnx", "model.int8w.onnx"):
+        assert (student / export).stat().st_size < 30_000_000  # what the torch-free main command scores
     assert (student / "report" / "model_evaluation.md").is_file()
 
 
