@@ -121,10 +121,11 @@ def metric_rows(spec: Any, metrics: dict[str, dict[str, Any]]) -> list[dict[str,
 def slice_rows(settings: QualitySettings, spec: Any, run: dict[str, Any],
                metrics: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     """Per --slice-by value: MAE, tier accuracy and rare-tier recall, one column per predictor."""
+    from distill.evaluate.metrics import tier_support
     from distill.evaluate.slices import slice_labels, slice_metrics
+    from distill.scoring import top_populated_tier
 
-    populated = [t for t in spec.tier_names if metrics["student"]["tiers"]["per_tier"][t]["support"]]
-    rare = populated[0] if populated else None  # the top tier with articles, as distill-evaluate's slices
+    rare = top_populated_tier(spec, tier_support(metrics["student"]))  # as distill-evaluate's slices
     rows = []
     for name in settings.slice_by:
         labels, pooled = slice_labels(run["fields"], name, settings.min_slice)
