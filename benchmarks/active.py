@@ -13,6 +13,9 @@ on the test split with distill-evaluate's metrics.
 
 TF-IDF vocabularies are fitted once on all texts (no labels: the same
 features for every strategy and round), so a round costs a few ridge fits.
+With `--finetune`, the chosen strategies' labels at the budget also train a
+MiniLM LoRA student each (benchmarks/active_finetune.py), the model a user
+would ship, so the verdict is not only the ridge stand-ins'.
 """
 
 from __future__ import annotations
@@ -51,6 +54,11 @@ class ActiveSettings(Settings):
     mix: str = field(default="", metadata={"help": (
         "shares of `mixed` to try instead of the default, e.g. rare=0.6,uncertain=0.2,random=0.2")})
     limit: int = field(default=0, metadata={"help": "use only the first N labelled articles (0: all; for quick checks)"})
+    finetune: tuple[str, ...] = field(default=(), metadata={"separator": ",", "help": (
+        "strategies whose labels at the budget also train a MiniLM LoRA student, scored on the test split "
+        "(e.g. random,mixed; minutes per seed and strategy on a CPU; default none)")})
+    finetune_epochs: int = field(default=2, metadata={"help": "epochs of each --finetune student"})
+    finetune_tokens: int = field(default=128, metadata={"help": "input tokens of each --finetune student"})
 
     def problems(self) -> list[str]:
         problems = []
@@ -66,6 +74,7 @@ class ActiveSettings(Settings):
             self.shares()
         except ValueError as exc:
             problems.append(f"--mix: {exc}")
+        problems += [f"--finetune: {s!r} is not among --strategies" for s in self.finetune if s not in self.strategies]
         if not self.seeds:
             problems.append("--seeds: give at least one seed")
         if not 0 < self.start <= self.budget or self.step < 1:
@@ -87,6 +96,7 @@ class ActiveSettings(Settings):
 class Data:
     spec: Any
     ids: list[str]
+    texts: list[str]
     targets: np.ndarray
     features: dict[str, Any]  # student -> [N, F] features (sparse or dense)
     test: np.ndarray  # indices
@@ -113,7 +123,7 @@ def load_data(settings: ActiveSettings) -> Data:
             features[student] = embeddings(pool, spec, minilm_dir(), Path(settings.work))
         else:
             features[student] = _tfidf(pool.texts, student)
-    return Data(spec, pool.ids, pool.targets, features, test, val, np.sort(rest))
+    return Data(spec, pool.ids, pool.texts, pool.targets, features, test, val, np.sort(rest))
 
 
 def _tfidf(texts: list[str], view: str) -> Any:
@@ -137,20 +147,27 @@ def fit_predict(data: Data, student: str, labelled: np.ndarray) -> np.ndarray:
     return clip(ridge.predict(x))
 
 
-def simulate(settings: ActiveSettings, data: Data, log=print) -> list[dict[str, Any]]:
-    """One record per (seed, strategy, round): labels, rare labels, each student's test metrics."""
+def simulate(settings: ActiveSettings, data: Data, log=print,
+             finals: dict[tuple[int, str], np.ndarray] | None = None) -> list[dict[str, Any]]:
+    """One record per (seed, strategy, round): labels, rare labels, each student's test metrics.
+
+    `finals`, when given, receives each (seed, strategy)'s labelled indices at the budget.
+    """
     records = []
     for seed in settings.seeds:
         rng = np.random.default_rng(seed)
         start = np.sort(rng.choice(data.pool, size=settings.start, replace=False))
         for strategy in settings.strategies:
             began = time.perf_counter()
-            records += _one_run(settings, data, seed, strategy, start)
+            run, labelled = _one_run(settings, data, seed, strategy, start)
+            records += run
+            if finals is not None:
+                finals[seed, strategy] = labelled
             log(f"seed {seed} {strategy}: {time.perf_counter() - began:.1f} s")
     return records
 
 
-def _one_run(settings, data: Data, seed: int, strategy: str, start: np.ndarray) -> list[dict[str, Any]]:
+def _one_run(settings, data: Data, seed: int, strategy: str, start: np.ndarray) -> tuple[list[dict[str, Any]], np.ndarray]:
     from collections import Counter
 
     from distill.evaluate.metrics import evaluate_predictions
@@ -165,7 +182,7 @@ def _one_run(settings, data: Data, seed: int, strategy: str, start: np.ndarray) 
                     "metrics": {s: _summary(evaluate_predictions(spec, p[data.test], data.targets[data.test]))
                                 for s, p in predictions.items()}})
         if len(labelled) >= settings.budget:
-            return out
+            return out, labelled
         needed = min(settings.step, settings.budget - len(labelled))
         unlabelled = np.setdiff1d(data.pool, labelled)
         first, second = (predictions[s] for s in settings.students[:2]) if len(settings.students) > 1 else \
@@ -196,7 +213,9 @@ def run_active(settings: ActiveSettings, plot_path: Path | None = None, log=prin
     settings.validate()
     began = time.perf_counter()
     data = load_data(settings)
-    records = simulate(settings, data, log)
+    finals: dict[tuple[int, str], np.ndarray] = {}
+    records = simulate(settings, data, log, finals)
+    finetuned = finetune_finals(settings, data, finals, log)
     students = tuple(settings.students)
     rare = rare_tier(data.spec, records, students[0])
     test_support = records[0]["metrics"][students[0]]["per_tier"][rare]["support"]
@@ -209,6 +228,7 @@ def run_active(settings: ActiveSettings, plot_path: Path | None = None, log=prin
         f"students: {', '.join(students)} (first ranks the pool and is the MAE / tier columns; second is the "
         "second opinion of uncertain); TF-IDF features fitted once on all texts, no labels",
         *verdict(records, students, rare, settings.budget),
+        *finetune_notes(finetuned, rare),
         f"{time.perf_counter() - began:.0f} s in all",
     ]
     if plot_path is not None:
@@ -216,4 +236,53 @@ def run_active(settings: ActiveSettings, plot_path: Path | None = None, log=prin
         notes.append(f"plot: {plot_path.name}")
     return BenchResult(name="active", title=f"label selection on {data.spec.id}: strategies against random",
                        columns=columns(students, rare), rows=table_rows(records, students, rare), notes=notes,
-                       settings=settings.to_json() | {"records": records})
+                       settings=settings.to_json() | {"records": records, "finetuned": finetuned})
+
+
+def finetune_finals(settings: ActiveSettings, data: Data, finals: dict[tuple[int, str], np.ndarray],
+                    log=print) -> list[dict[str, Any]]:
+    """--finetune: one MiniLM LoRA student per (seed, strategy) on its labels at the budget."""
+    from distill.benchmarks.active_finetune import FinetuneRecipe, finetune_and_score
+    from distill.local_models import minilm_dir
+
+    recipe = FinetuneRecipe(epochs=settings.finetune_epochs, max_length=settings.finetune_tokens)
+    out = []
+    for (seed, strategy), labelled in finals.items():
+        if strategy not in settings.finetune:
+            continue
+        result = finetune_and_score(data, settings.filter, labelled, seed, recipe, str(minilm_dir()))
+        out.append({"seed": seed, "strategy": strategy, "labels": len(labelled), "seconds": result["seconds"],
+                    "metrics": _summary(result["metrics"])})
+        log(f"seed {seed} {strategy}: LoRA student on {len(labelled):,} labels in {result['seconds']:.0f} s")
+    return out
+
+
+def finetune_notes(finetuned: list[dict[str, Any]], rare: str) -> list[str]:
+    """Per strategy: the LoRA students' test MAE and rare-tier F1; paired against random where both ran."""
+    if not finetuned:
+        return []
+    by = {(r["seed"], r["strategy"]): r["metrics"] for r in finetuned}
+    notes = []
+    for strategy in dict.fromkeys(r["strategy"] for r in finetuned):
+        seeds = [s for s, st in by if st == strategy]
+        f1 = np.array([_nan(by[s, strategy]["per_tier"][rare]["f1"]) for s in seeds])
+        mae = np.array([by[s, strategy]["mae"] for s in seeds])
+        line = (f"LoRA student at the budget, {strategy}: MAE {_sd(mae)}, {rare} F1 {_sd(f1)} "
+                f"(seeds {', '.join(map(str, seeds))})")
+        paired = [s for s in seeds if (s, "random") in by]
+        if strategy != "random" and paired:
+            df1 = np.array([_nan(by[s, strategy]["per_tier"][rare]["f1"]) - _nan(by[s, "random"]["per_tier"][rare]["f1"])
+                            for s in paired])
+            dmae = np.array([by[s, strategy]["mae"] - by[s, "random"]["mae"] for s in paired])
+            line += f"; paired - random: F1 {_sd(df1, signed=True)}, MAE {_sd(dmae, signed=True)}"
+        notes.append(line)
+    return notes
+
+
+def _nan(value: float | None) -> float:
+    return float("nan") if value is None else value
+
+
+def _sd(values: np.ndarray, signed: bool = False) -> str:
+    spread = values.std(ddof=1) if len(values) > 1 else 0.0
+    return f"{values.mean():{'+' if signed else ''}.3f} ± {spread:.3f}"

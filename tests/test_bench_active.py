@@ -42,3 +42,23 @@ def test_bad_settings_are_reported_together(tmp_path):
                               mix="rare=0.9")
     with pytest.raises(ConfigError, match=r"(?s)none\.jsonl.*bogus.*two students.*--mix"):
         settings.validate()
+
+
+def test_finetune_trains_a_lora_student_on_each_strategys_final_labels(tmp_path, shared_labelled):
+    tiny = TINY | dict(seeds=(0,), strategies=("random", "mixed"), finetune=("random", "mixed"),
+                       finetune_epochs=1, finetune_tokens=32)
+    result = run_active(ActiveSettings(data=shared_labelled, work=tmp_path / "work", **tiny), None,
+                        log=lambda _: None)
+    finetuned = result.to_json()["settings"]["finetuned"]
+    assert [(r["strategy"], r["labels"]) for r in finetuned] == [("random", 300), ("mixed", 300)]
+    for record in finetuned:
+        assert 0 < record["metrics"]["mae"] < 4 and 0 <= record["metrics"]["tier_accuracy"] <= 1
+        assert record["metrics"]["per_tier"]["promising"]["support"] > 0
+    assert any(n.startswith("LoRA student at the budget, mixed") and "paired - random" in n for n in result.notes)
+
+
+def test_finetune_must_name_simulated_strategies(tmp_path, shared_labelled):
+    from distill.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="--finetune: 'uncertain' is not among --strategies"):
+        ActiveSettings(data=shared_labelled, **TINY, finetune=("uncertain",)).validate()
