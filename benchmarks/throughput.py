@@ -9,8 +9,9 @@ real articles:
 
 - baseline: plain transformers, fp32, batch 8 in input order, padding to the
   longest, the tokenizer's own truncation at the student's max tokens;
-- distill-score with torch fp32, ONNX Runtime fp32 and int8, OpenVINO fp32
-  and bf16 (over the int8-weight export), torch bf16 and torch bf16 compiled
+- distill-score with torch fp32, ONNX Runtime fp32 and int8, OpenVINO fp32,
+  bf16 (over the int8-weight export) and static int8 (NNCF, calibrated on
+  the data's first 300 articles), torch bf16 and torch bf16 compiled
   (the whole runner: read, prefilter, tokenise, batch, infer, postfilter,
   write; bf16 pays off on CPUs with AMX or AVX-512 BF16);
 - distill-score with `auto` flags: what the README's main command runs on
@@ -37,13 +38,15 @@ import numpy as np
 
 from distill.benchmarks.common import describe_machine
 from distill.benchmarks.floor import measure_floor
+from distill.export.openvino_int8 import INSTALL_HINT, missing_packages
 from distill.records import iter_json_lines
+from distill.student.files import OPENVINO_INT8_FILE
 from distill.truncation import article_text
 
 FILTER = "sustainability/v1"
 # (backend, precision, torch.compile); ("auto", "auto") is the default path
 VARIANTS = (("torch", "fp32", False), ("onnx", "fp32", False), ("onnx", "int8", False),
-            ("openvino", "fp32", False), ("openvino", "bf16", False),
+            ("openvino", "fp32", False), ("openvino", "bf16", False), ("openvino", "int8", False),
             ("torch", "bf16", False), ("torch", "bf16", True), ("auto", "auto", False))
 
 
@@ -72,8 +75,10 @@ def build_minilm_artifact(work: Path, data: Path, seed: int = 0) -> tuple[Path, 
             training={"note": "fresh random regression head (benchmark artifact, not trained)", "seed": seed},
         )
         save_student(model, tokenizer, info, student)
-    if not (export / "model.int8w.onnx").is_file():
+    static_int8 = not missing_packages()
+    if not (export / "model.int8w.onnx").is_file() or (static_int8 and not (export / OPENVINO_INT8_FILE).is_file()):
         run_export(ExportSettings(model_dir=student, output=export, onnx=True, quantize="int8", int8_weights=True,
+                                  openvino_int8=static_int8, calibration_data=data if static_int8 else None,
                                   validation_data=data, validation_limit=200, bench_articles=0,
                                   overwrite=True), echo=lambda _: None)
     return student, export
@@ -169,7 +174,7 @@ def run(data: Path, work: Path, limit: int, threads: int, rounds: int = 1) -> di
 
     max_tokens = read_info(student).max_tokens
     floor = measure_floor(student, mean_tokens(student, corpus), threads)
-    variants, skipped = runnable_variants(floor["peak_gflops"])
+    variants, skipped = runnable_variants(floor["peak_gflops"], (export / OPENVINO_INT8_FILE).is_file())
     timed: list[list[dict[str, Any]]] = [[] for _ in range(len(variants) + 1)]
     for _ in range(rounds):
         timed[0].append(time_baseline(student, corpus, max_tokens, threads))
@@ -207,15 +212,18 @@ def _precision_of(variant: tuple[str, str, bool], result: dict[str, Any]) -> str
     return "bf16" if "bf16" in label else "int8" if "int8" in label else "fp32"
 
 
-def runnable_variants(peaks: dict[str, float]) -> tuple[list[tuple[str, str, bool]], list[str]]:
+def runnable_variants(peaks: dict[str, float], static_int8: bool = True) -> tuple[list[tuple[str, str, bool]], list[str]]:
     """VARIANTS whose precision this CPU runs natively: a matmul peak under a tenth of
     fp32's means the precision is emulated (bf16 without avx512_bf16/AMX runs at ~1 GFLOP/s,
-    hours for a corpus), so that variant is skipped and the reason kept."""
+    hours for a corpus), so that variant is skipped and the reason kept; so is OpenVINO
+    static int8 when the export could not be made (`static_int8` False: no nncf)."""
     kept, skipped = [], []
     for variant in VARIANTS:
         precision = variant[1]
         if variant[0] == "openvino" and importlib.util.find_spec("openvino") is None:
             skipped.append(f"{_output_name(*variant)[7:-6]}: openvino is not installed (pip install 'distill[openvino]')")
+        elif variant[:2] == ("openvino", "int8") and not static_int8:
+            skipped.append(f"{_output_name(*variant)[7:-6]}: no static int8 export ({INSTALL_HINT})")
         elif precision != "auto" and peaks[precision] < peaks["fp32"] / 10:
             skipped.append(f"{_output_name(*variant)[7:-6]}: {precision} matmul peak {peaks[precision]} GFLOP/s "
                            f"against fp32's {peaks['fp32']} (emulated on this CPU)")

@@ -20,6 +20,7 @@ from distill.export import bench, report, tensorrt
 from distill.export.encode import Labelled, read_labelled, sample_texts, spread_by_length
 from distill.export.merge import Student, load_merged, save_merged
 from distill.export.onnx_export import export_onnx
+from distill.export.openvino_int8 import OpenVinoSession, quantize_openvino_int8
 from distill.export.quantize import convert_fp16, fusion_for, quantize_int8, quantize_int8_weights
 from distill.export.settings import ExportSettings
 from distill.export.validate import (
@@ -32,7 +33,7 @@ from distill.export.validate import (
 )
 from distill.model_card import write_card
 from distill.student.encode import encode_batch, encode_texts
-from distill.student.files import ONNX_FILES
+from distill.student.files import ONNX_FILES, OPENVINO_INT8_FILE
 from distill.student.predict import torch_outputs
 from distill.student.probe import Probe, write_probe
 
@@ -86,6 +87,9 @@ def _build(settings: ExportSettings, student: Student, data: Labelled | None, fo
     echo(_parity_line(result["parity"]))
     result["probe"] = _write_probe(student, parity_texts, folder)
     sessions.update(_variants(settings, student, folder, result["onnx"]))
+    if settings.openvino_int8:
+        result["openvino_int8"] = _openvino_int8(settings, student, folder, echo)
+        sessions["openvino_int8"] = OpenVinoSession(folder / OPENVINO_INT8_FILE, "int8", settings.threads)
     if data is not None:
         result["mae"] = _mae_gate(settings, student, data, sessions, echo)
     if settings.bench_articles:
@@ -125,6 +129,17 @@ def _variants(settings: ExportSettings, student: Student, folder: Path, onnx_inf
     return made
 
 
+def _openvino_int8(settings: ExportSettings, student: Student, folder: Path, echo: Echo) -> dict[str, Any]:
+    """Static int8 calibrated on --calibration-data (read like --validation-data)."""
+    info = student.info
+    articles = read_labelled(settings.calibration_data, info.dimensions, settings.calibration_limit)
+    echo(f"OpenVINO static int8: measuring activation ranges on {len(articles.texts)} articles "
+         f"of {settings.calibration_data}")
+    calibration = encode_texts(student.tokenizer, articles.texts, info.max_tokens, info.head_share)
+    figures = quantize_openvino_int8(folder / ONNX_FILES["fp32"], folder / OPENVINO_INT8_FILE, calibration)
+    return figures | {"calibration_data": str(settings.calibration_data), "rejected_lines": articles.rejected}
+
+
 def _write_probe(student: Student, texts: list[str], folder: Path) -> dict[str, Any]:
     """probe.json: PyTorch fp32's outputs on a few of the parity texts, which the
     scorer checks its chosen backend against at start-up (distill.student.probe)."""
@@ -161,7 +176,8 @@ def _speed(settings: ExportSettings, student: Student, data: Labelled | None, se
     _fastest_torch_attention(student.model)
     runners = {"pytorch_fp32": lambda batch: torch_outputs(student.model, batch)}
     for name, session in sessions.items():
-        runners[f"onnx_{name}"] = lambda batch, session=session: run_onnx(session, batch)
+        label = name if name.startswith("openvino") else f"onnx_{name}"
+        runners[label] = lambda batch, session=session: run_onnx(session, batch)
     figures = bench.throughput(student, runners, texts, settings.bench_batch, settings.bench_rounds)
     torch_rate = figures["articles_per_s"]["pytorch_fp32"]
     figures["pytorch_attention"] = student.model.config._attn_implementation

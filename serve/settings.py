@@ -37,9 +37,9 @@ class ScoreSettings(Settings):
     ray_cpus: int | None = field(default=None, metadata={"help": "CPUs of the local Ray instance started without --ray-address (default: all cores)"})
     actors: int = field(default=1, metadata={"help": "model actors in the Ray pipeline (--engine ray), each holding every model of the run"})
     gpus_per_actor: float | None = field(default=None, metadata={"help": "GPU share of each model actor (--engine ray; e.g. 0.5 puts two on a GPU); default: 1 on --device cuda, else 0"})
-    backend: str = field(default="auto", metadata={"choices": BACKENDS, "help": "auto: the fastest this machine, the folder and the install allow, checked at start-up against fp32 (probe.json) with fallback: on CPUs with AMX/AVX-512 BF16 openvino bf16 then torch bf16, else onnx int8, then fp32 paths; on cuda torch. onnx is ONNX Runtime"})
+    backend: str = field(default="auto", metadata={"choices": BACKENDS, "help": "auto: the fastest this machine, the folder and the install allow, checked at start-up against fp32 (probe.json) with fallback: on CPUs with VNNI/AMX openvino static int8 first; on CPUs with AMX/AVX-512 BF16 openvino bf16 then torch bf16; then onnx int8, then fp32 paths; on cuda torch. onnx is ONNX Runtime"})
     device: str = field(default="auto", metadata={"choices": DEVICES, "help": "auto: cuda when torch sees a GPU, else cpu"})
-    precision: str = field(default="auto", metadata={"choices": PRECISIONS, "help": "auto: as --backend auto; int8 is ONNX Runtime's model.int8.onnx, bf16 openvino (model.int8w.onnx) or torch, fp16 ONNX Runtime on cuda (model.fp16.onnx)"})
+    precision: str = field(default="auto", metadata={"choices": PRECISIONS, "help": "auto: as --backend auto; int8 is ONNX Runtime's model.int8.onnx or openvino's static openvino_model.int8.xml, bf16 openvino (model.int8w.onnx) or torch, fp16 ONNX Runtime on cuda (model.fp16.onnx)"})
     compile: bool = field(default=False, metadata={"help": "torch.compile the model at start-up (torch backend; needs a C++ compiler on CPU): tens of seconds once, then faster batches; pays off from a few thousand articles, most with --precision bf16 on CPUs with AMX"})
     token_budget: int | None = field(default=None, metadata={"help": "padded tokens per batch; default: the backend's (CPU 2048, GPU 65536)"})
     max_batch: int | None = field(default=None, metadata={"help": "articles per batch at most; default: the backend's (CPU 64, GPU 512)"})
@@ -137,9 +137,9 @@ class ScoreSettings(Settings):
             if getattr(self, name) not in allowed:
                 problems.append(f"--{name}: {getattr(self, name)!r} is not one of {', '.join(allowed)}")
         if self.precision == "int8" and self.backend == "torch":
-            problems.append("--precision: int8 needs the onnx backend (use --backend onnx or auto)")
+            problems.append("--precision: int8 needs the onnx or openvino backend (use --backend onnx, openvino or auto)")
         if self.precision == "bf16" and self.backend == "onnx":
-            problems.append("--precision: bf16 is a torch precision (use --backend torch)")
+            problems.append("--precision: bf16 runs on torch or openvino (use --backend torch or openvino)")
         if self.compile and self.backend == "onnx":
             problems.append("--compile: compiles the torch backend (ONNX Runtime optimises its graph itself)")
         if self.gpus_per_actor is not None and self.gpus_per_actor < 0:

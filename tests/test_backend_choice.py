@@ -42,6 +42,7 @@ def example_articles() -> list[dict]:
     return found
 AMX = CpuFeatures(frozenset({"avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_int8", "avx512_vnni"}))
 AVX2 = CpuFeatures(frozenset({"avx2", "fma"}))
+VNNI = CpuFeatures(frozenset({"avx2", "avx512f", "avx512_vnni"}))  # int8 units, no bf16 ones
 
 
 def labels(choices) -> list[str]:
@@ -51,8 +52,9 @@ def labels(choices) -> list[str]:
 @pytest.fixture
 def installed(monkeypatch):
     """Pretend exactly these runtimes are installed (find_spec is all the choice looks at)."""
+    real = backends.importlib.util.find_spec
+
     def set_installed(*packages: str) -> None:
-        real = backends.importlib.util.find_spec
         known = set(backends.BACKEND_PACKAGES.values())
         monkeypatch.setattr(backends.importlib.util, "find_spec",
                             lambda name, *a: (real(name, *a) if name in packages else None) if name in known
@@ -68,10 +70,12 @@ def folder_with(tmp_path: Path, *files: str) -> Path:
     return folder
 
 
-def test_bf16_is_ranked_first_only_where_the_cpu_has_it():
+def test_bf16_and_static_int8_are_ranked_first_only_where_the_cpu_has_them():
     amx, plain = labels(ranked_choices("cpu", AMX)), labels(ranked_choices("cpu", AVX2))
-    assert amx[:3] == ["openvino-cpu-bf16", "torch-cpu-bf16", "onnx-cpu-int8"]
-    assert plain[0] == "onnx-cpu-int8" and not any("bf16" in label for label in plain)
+    assert amx[:4] == ["openvino-cpu-int8", "openvino-cpu-bf16", "torch-cpu-bf16", "onnx-cpu-int8"]
+    assert plain[:2] == ["onnx-cpu-int8", "openvino-cpu-int8"] and not any("bf16" in label for label in plain)
+    vnni = labels(ranked_choices("cpu", VNNI))
+    assert vnni[:2] == ["openvino-cpu-int8", "onnx-cpu-int8"] and not any("bf16" in label for label in vnni)
     assert labels(ranked_choices("cuda", AVX2))[0] == "torch-cuda-bf16"
 
 
@@ -87,6 +91,10 @@ def test_candidates_follow_the_folder_files_and_the_install(tmp_path, installed)
         backend_candidates(shipped, "openvino", "cpu", "auto", AMX)
     with pytest.raises(ConfigError, match="no backend can run this model here"):
         backend_candidates(folder_with(tmp_path / "x"), "auto", "cpu", "auto", AMX)
+    installed("onnxruntime", "openvino")  # `[score,openvino]`, the README's main command
+    with_ir = folder_with(tmp_path / "ir", "openvino_model.int8.xml", "model.int8.onnx", "model.int8w.onnx")
+    assert labels(backend_candidates(with_ir, "auto", "cpu", "auto", VNNI)) == ["openvino-cpu-int8", "onnx-cpu-int8"]
+    assert labels(backend_candidates(with_ir, "auto", "cpu", "auto", AVX2)) == ["onnx-cpu-int8", "openvino-cpu-int8"]
 
 
 def test_explicit_flags_give_one_choice_or_one_clear_error(tmp_path, installed):
@@ -102,6 +110,8 @@ def test_explicit_flags_give_one_choice_or_one_clear_error(tmp_path, installed):
         backend_candidates(folder, "onnx", "cpu", "bf16", AVX2)
     with pytest.raises(ConfigError, match="no model.int8w.onnx or model.fp16.onnx or model.onnx|--int8-weights"):
         backend_candidates(folder_with(tmp_path / "y", "model.safetensors"), "openvino", "cpu", "bf16", AMX)
+    with pytest.raises(ConfigError, match=r"no openvino_model.int8.xml \(run distill-export --onnx --openvino-int8\)"):
+        backend_candidates(folder, "openvino", "cpu", "int8", VNNI)
 
 
 def test_cpu_flags_come_from_cpuinfo_or_the_override(tmp_path, monkeypatch):
@@ -130,7 +140,8 @@ def student_info() -> StudentInfo:
 
 @pytest.fixture(scope="module")
 def export(tmp_path_factory, tiny_bert_dir) -> Path:
-    """An export with every CPU variant: model.onnx, model.int8.onnx, model.int8w.onnx, probe.json."""
+    """An export with every CPU variant: model.onnx, model.int8.onnx, model.int8w.onnx,
+    openvino_model.int8.xml (calibrated on the same articles: the gate is not under test), probe.json."""
     from distill.export.pipeline import run_export
     from distill.export.settings import ExportSettings
 
@@ -142,6 +153,7 @@ def export(tmp_path_factory, tiny_bert_dir) -> Path:
     folder = tmp_path_factory.mktemp("exports") / "tiny"
     # The gate is not under test here (a random head's int8 error is arbitrary in score units).
     run_export(ExportSettings(model_dir=student, output=folder, onnx=True, quantize="int8", int8_weights=True,
+                              openvino_int8=True, calibration_data=validation, calibration_limit=16,
                               validation_data=validation, mae_tolerance=100.0, bench_articles=0, threads=1),
                echo=lambda _: None)
     return folder
@@ -151,18 +163,38 @@ def test_export_writes_a_probe_every_variant_passes(export):
     probe = read_probe(export)
     assert probe is not None and probe.reference == "torch-fp32" and len(probe.sequences) >= 4
     assert len({len(s) for s in probe.sequences}) > 1  # varied lengths
-    for backend, precision in (("onnx", "fp32"), ("onnx", "int8")) + ((("openvino", "bf16"),)
-                                                                      if _has("openvino") else ()):
+    for backend, precision in (("onnx", "fp32"), ("onnx", "int8"), ("openvino", "bf16"), ("openvino", "int8")):
         model = backends.open_model(export, student_info(), backends.BackendChoice(backend, "cpu", precision), 1)
         result = compare(model.predict(probe.sequences), probe, precision)
         assert result.passed, (backend, precision, result)
-    assert json.loads((export / "export_report.json").read_text())["onnx"]["int8w_quantised_weights"] > 0
+    report = json.loads((export / "export_report.json").read_text())
+    assert report["onnx"]["int8w_quantised_weights"] > 0
+    assert report["openvino_int8"]["calibration_articles"] == 16
+    assert {"int8", "int8w", "openvino_int8"} <= set(report["mae"])
+    assert report["files"]["openvino_model.int8.bin"]["bytes"] > 0
 
 
-def _has(package: str) -> bool:
-    import importlib.util
+def test_static_int8_graph_runs_its_matmuls_in_int8(export):
+    """The IR holds quantise/dequantise pairs NNCF placed (FakeQuantize), and the compiled
+    model on this CPU keeps them: the file is not an fp32 graph under an int8 name."""
+    import openvino as ov
 
-    return importlib.util.find_spec(package) is not None
+    model = ov.Core().read_model(str(export / "openvino_model.int8.xml"))
+    assert sum(op.get_type_name() == "FakeQuantize" for op in model.get_ops()) >= 8
+
+
+def test_a_cpu_with_int8_units_scores_with_static_int8(tmp_path, export, monkeypatch):
+    monkeypatch.setenv("DISTILL_CPU_FLAGS", "avx2 avx512_vnni")
+    cpu_features.cache_clear()
+    try:
+        corpus = write_jsonl(tmp_path / "c.jsonl", example_articles()[:8])
+        summary = score_corpus(ScoreSettings(inputs=[corpus], model=[export], output=tmp_path / "o.jsonl",
+                                             workers=0, threads=1, progress=False))
+    finally:
+        cpu_features.cache_clear()
+    assert summary.backend == "openvino-cpu-int8"
+    assert any(note.startswith("backend openvino-cpu-int8 chosen for this CPU (avx512_vnni)")
+               and "start-up probe max" in note for note in summary.notes)
 
 
 def broken_int8(export: Path, folder: Path) -> Path:

@@ -251,6 +251,20 @@ def test_all_flag_problems_reported_at_once(bert_lora, tmp_path, capsys):
     assert list(existing.iterdir()) == []
 
 
+def test_openvino_int8_flag_problems_come_before_any_work(bert_lora, validation, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "ov"
+    code, text = _run([bert_lora, "-o", out, "--onnx", "--openvino-int8", "--validation-data", validation], capsys)
+    assert code == 2 and "--openvino-int8 measures activation ranges on real articles; pass --calibration-data" in text
+    code, text = _run([bert_lora, "-o", out, "--onnx", "--calibration-data", validation], capsys)
+    assert code == 2 and "--calibration-data is only read by --openvino-int8" in text
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "nncf" else real_find_spec(name, *a))
+    code, text = _run([bert_lora, "-o", out, "--onnx", "--openvino-int8", "--validation-data", validation,
+                       "--calibration-data", validation], capsys)
+    assert code == 2 and "--openvino-int8 needs nncf: pip install 'distill[openvino-int8]'" in text
+    assert not out.exists()
+
+
 def test_help_imports_no_torch():
     code = ("import sys; from distill.export.cli import command; import click; "
             "result = click.testing.CliRunner().invoke(command, ['--help']); "

@@ -15,3 +15,7 @@ WEIGHTS_FORMATS = ("peft-lora", "full", "merged")
 # Runtime's dynamic quantisation, int8w int8 weights only (for OpenVINO).
 ONNX_FILES = {"fp32": "model.onnx", "int8": "model.int8.onnx", "int8w": "model.int8w.onnx",
               "fp16": "model.fp16.onnx"}
+# OpenVINO IR of the static int8 model (NNCF, activations calibrated on real
+# articles): the .xml graph names its weights file, the .bin beside it.
+OPENVINO_INT8_FILE = "openvino_model.int8.xml"
+OPENVINO_INT8_WEIGHTS = "openvino_model.int8.bin"
