@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -183,8 +184,11 @@ def test_static_int8_graph_runs_its_matmuls_in_int8(export):
     assert sum(op.get_type_name() == "FakeQuantize" for op in model.get_ops()) >= 8
 
 
-def test_a_cpu_with_int8_units_scores_with_static_int8(tmp_path, export, monkeypatch):
-    monkeypatch.setenv("DISTILL_CPU_FLAGS", "avx2 avx512_vnni")
+@pytest.mark.parametrize("flags", ["avx2 avx512_vnni", "avx2 avx512_bf16 avx512_vnni"])
+def test_a_cpu_with_int8_units_scores_with_static_int8(tmp_path, export, monkeypatch, flags):
+    """With bf16 flags too, the precision between the int8 MatMuls is timed at start-up
+    (bf16 won on one CPU with avx512_bf16 and lost on another) and the note says so."""
+    monkeypatch.setenv("DISTILL_CPU_FLAGS", flags)
     cpu_features.cache_clear()
     try:
         corpus = write_jsonl(tmp_path / "c.jsonl", example_articles()[:8])
@@ -193,8 +197,16 @@ def test_a_cpu_with_int8_units_scores_with_static_int8(tmp_path, export, monkeyp
     finally:
         cpu_features.cache_clear()
     assert summary.backend == "openvino-cpu-int8"
-    assert any(note.startswith("backend openvino-cpu-int8 chosen for this CPU (avx512_vnni)")
-               and "start-up probe max" in note for note in summary.notes)
+    [note] = [note for note in summary.notes if note.startswith("backend openvino-cpu-int8 chosen for this CPU")]
+    assert "start-up probe max" in note
+    timed = re.search(r"; (bf16|f32) between the int8 MatMuls \(a 8x256 batch took (\d+) ms in bf16, (\d+) ms in f32\)",
+                      note)
+    if "avx512_bf16" not in flags:
+        assert timed is None and "between the int8 MatMuls" not in note
+    else:
+        assert timed is not None, note
+        faster = "bf16" if int(timed.group(2)) <= int(timed.group(3)) else "f32"
+        assert timed.group(1) == faster or timed.group(2) == timed.group(3)
 
 
 def broken_int8(export: Path, folder: Path) -> Path:

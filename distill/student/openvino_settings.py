@@ -4,19 +4,27 @@ from __future__ import annotations
 
 from distill.cpu_features import CpuFeatures, cpu_features
 
+HINTS = {"fp32": "f32", "bf16": "bf16"}
 
-def compile_config(precision: str, threads: int, features: CpuFeatures | None = None) -> dict[str, object]:
-    """OpenVINO's CPU settings for `precision` ("fp32", "bf16" or "int8") on `threads` threads.
+
+def compile_configs(precision: str, threads: int, features: CpuFeatures | None = None) -> list[dict[str, object]]:
+    """OpenVINO's CPU settings for `precision` ("fp32", "bf16" or "int8") on `threads`
+    threads: one config, or for int8 on a CPU with bf16 flags two, which the scorer
+    times at start-up, keeping the faster.
 
     fp32 pins f32 (OpenVINO would pick bf16 by itself on CPUs with bf16 units).
-    A static int8 model computes its quantised MatMuls in int8 whatever the hint;
-    the hint sets the precision of everything between them (softmax, LayerNorm,
-    GELU), bf16 where the CPU has bf16 units (AMD EPYC, avx512_bf16: 4.40 against
-    5.27 ms/article with f32), f32 elsewhere, where bf16 would be emulated.
+    A static int8 model runs its quantised MatMuls in int8 whatever the hint; the
+    hint sets the precision of the ops between them (softmax, LayerNorm, GELU).
+    bf16 there was faster on an AMD EPYC with avx512_bf16 (4.40 against 5.27
+    ms/article) but slower on an Intel Xeon whose hypervisor hides AMX (14.2
+    against 11.1): the flags cannot tell the two apart, a timing can.
     """
     features = features or cpu_features()
-    hint = {"fp32": "f32", "bf16": "bf16", "int8": "bf16" if features.bf16 else "f32"}[precision]
-    config: dict[str, object] = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": hint}
+    if precision == "int8":
+        hints = ["bf16", "f32"] if features.bf16 else ["f32"]
+    else:
+        hints = [HINTS[precision]]
+    base: dict[str, object] = {"PERFORMANCE_HINT": "LATENCY"}
     if threads:
-        config["INFERENCE_NUM_THREADS"] = threads
-    return config
+        base["INFERENCE_NUM_THREADS"] = threads
+    return [base | {"INFERENCE_PRECISION_HINT": hint} for hint in hints]
