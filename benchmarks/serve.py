@@ -59,6 +59,7 @@ class ServeBenchSettings(Settings):
     token_budget: int | None = field(default=None, metadata={"help": "padded tokens per batch, batching on and offline; default: the backend's"})
     max_batch: int | None = field(default=None, metadata={"help": "articles per batch at most with batching on, and offline; default: the backend's"})
     max_wait_ms: float | None = field(default=None, metadata={"help": "the server's --max-wait-ms (default: the server's)"})
+    streams: int | None = field(default=None, metadata={"help": "the server's --streams, batching on and off (default: the server's)"})
     max_queue_tokens: int | None = field(default=None, metadata={"help": "the server's --max-queue-tokens (default: the server's)"})
     batching_off: bool = field(default=True, metadata={"off_flag": "--skip-batching-off", "help": "also measure the server with batching off (--max-batch 1)"})
     offline: bool = field(default=True, metadata={"off_flag": "--skip-offline", "help": "also measure distill-score offline on the same articles"})
@@ -85,7 +86,7 @@ class ServeBenchSettings(Settings):
                 problems.append(f"--{name}: must be at least 1 (got {getattr(self, name)})")
         if self.warmup < 0:
             problems.append(f"--warmup: must be 0 or more (got {self.warmup})")
-        for name in ("token_budget", "max_batch", "max_queue_tokens"):
+        for name in ("token_budget", "max_batch", "max_queue_tokens", "streams"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 problems.append(f"--{name.replace('_', '-')}: must be at least 1 (got {value})")
@@ -101,7 +102,8 @@ class ServeBenchSettings(Settings):
         args += [a for m in self.model for a in ("--model", str(m))]
         max_batch = self.max_batch if batching else 1
         for flag, value in (("--max-batch", max_batch), ("--token-budget", self.token_budget),
-                            ("--max-wait-ms", self.max_wait_ms), ("--max-queue-tokens", self.max_queue_tokens)):
+                            ("--max-wait-ms", self.max_wait_ms), ("--max-queue-tokens", self.max_queue_tokens),
+                            ("--streams", self.streams)):
             if value is not None:
                 args += [flag, str(value)]
         return args

@@ -27,6 +27,7 @@ model.int8w.onnx and probe.json, so it scores without torch (`pip install 'disti
 from __future__ import annotations
 
 import importlib.util
+import queue
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -184,7 +185,7 @@ def _ort_providers() -> list[str]:
 
 def open_best_backend(model_dir: Path, info: StudentInfo, backend: str, device: str, precision: str,
                       threads: int, token_budget: int | None = None, max_batch: int | None = None,
-                      compile_model: bool = False) -> Backend:
+                      compile_model: bool = False, streams: int = 1) -> Backend:
     """The first candidate that loads and, when several were possible, passes the
     start-up probe; `backend.note` says what was chosen, why, and any fallback."""
     candidates = backend_candidates(model_dir, backend, device, precision)
@@ -196,7 +197,7 @@ def open_best_backend(model_dir: Path, info: StudentInfo, backend: str, device: 
     for position, choice in enumerate(candidates):
         last = position == len(candidates) - 1
         try:
-            model = open_model(model_dir, info, choice, threads, token_budget, max_batch, compile_model)
+            model = open_model(model_dir, info, choice, threads, token_budget, max_batch, compile_model, streams)
         except ModelArtifactError as exc:
             if last or not auto:
                 raise
@@ -253,9 +254,10 @@ def open_backend(
 
 def open_model(model_dir: Path, info: StudentInfo, choice: BackendChoice, threads: int,
                token_budget: int | None = None, max_batch: int | None = None,
-               compile_model: bool = False) -> Backend:
+               compile_model: bool = False, streams: int = 1) -> Backend:
     """The network alone for `choice`; limits default per device. `compile_model`
-    (torch only) compiles it with torch.compile during start-up."""
+    (torch only) compiles it with torch.compile during start-up; `streams` (OpenVINO
+    only; the others run one call at a time) splits its threads into that many streams."""
     _check_choice(model_dir, choice)
     budget, rows = DEFAULT_LIMITS[choice.device]
     limits = BackendLimits(info.max_tokens, max_batch or rows, token_budget or budget)
@@ -263,6 +265,7 @@ def open_model(model_dir: Path, info: StudentInfo, choice: BackendChoice, thread
     if choice.backend == "onnx":
         return OnnxBackend(model_file(model_dir, choice), info, limits, pad_id, choice, threads)
     if choice.backend == "openvino":
+        limits = BackendLimits(limits.max_tokens, limits.max_batch, limits.token_budget, streams)
         return OpenVinoBackend(model_file(model_dir, choice), info, limits, pad_id, choice, threads)
     return TorchBackend(model_dir, info, limits, pad_id, choice, threads, compile_model)
 
@@ -447,22 +450,26 @@ class OpenVinoBackend(ExportBackend):
 
         super().__init__(path, info, limits, pad_id, choice)
         core = ov.Core()
-        requests = []
-        for config in compile_configs(choice.precision, threads):
+        compiled = {}
+        for config in compile_configs(choice.precision, threads, streams=limits.streams):
             try:
-                compiled = core.compile_model(str(path), "CPU", config)
+                compiled[str(config["INFERENCE_PRECISION_HINT"])] = core.compile_model(str(path), "CPU", config)
             except RuntimeError as exc:  # OpenVINO reports unreadable or unconvertible models so
                 raise ModelArtifactError(f"{path}: OpenVINO cannot run it ({_openvino_reason(exc)})") from None
-            requests.append((str(config["INFERENCE_PRECISION_HINT"]), compiled.create_infer_request()))
-        self.request = self._fastest(requests) if len(requests) > 1 else requests[0][1]
+        model = self._fastest(compiled) if len(compiled) > 1 else next(iter(compiled.values()))
+        # One infer request per stream; a call takes a free one, so `streams` threads may call at once.
+        self.requests: queue.SimpleQueue = queue.SimpleQueue()
+        for _ in range(limits.streams):
+            self.requests.put(model.create_infer_request())
 
-    def _fastest(self, requests: list[tuple[str, Any]]) -> Any:
-        """The request that runs one full batch (the token budget in rows of max_tokens) fastest."""
+    def _fastest(self, compiled: dict[str, Any]) -> Any:
+        """The compiled model that runs one full batch (the token budget in rows of max_tokens) fastest."""
         rows = max(1, min(self.limits.max_batch, self.limits.token_budget // self.limits.max_tokens))
         ids = np.full((rows, self.limits.max_tokens), self.pad_id, dtype=np.int64)
         feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
         seconds = {}
-        for hint, request in requests:
+        for hint, model in compiled.items():
+            request = model.create_infer_request()
             request.infer(feeds)  # the first run pays for lazy initialisation
             runs = []
             for _ in range(self.TIMING_RUNS):
@@ -473,12 +480,16 @@ class OpenVinoBackend(ExportBackend):
         best = min(seconds, key=seconds.get)
         self.detail = (f"{best} between the int8 MatMuls (a {rows}x{self.limits.max_tokens} batch took "
                        + ", ".join(f"{1000 * s:.0f} ms in {hint}" for hint, s in seconds.items()) + ")")
-        return dict(requests)[best]
+        return compiled[best]
 
     def predict(self, sequences: list[list[int]]) -> np.ndarray:
         ids, mask = self._bucketed(sequences)
-        out = self._checked(self.request.infer({"input_ids": ids, "attention_mask": mask})[0], len(ids))
-        return np.array(out[: len(sequences)], dtype=np.float32)  # a copy: the request reuses its buffer
+        request = self.requests.get()
+        try:
+            out = self._checked(request.infer({"input_ids": ids, "attention_mask": mask})[0], len(ids))
+            return np.array(out[: len(sequences)], dtype=np.float32)  # a copy: the request reuses its buffer
+        finally:
+            self.requests.put(request)
 
     def _bucketed(self, sequences: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
         rows = 1 << (len(sequences) - 1).bit_length()

@@ -21,6 +21,7 @@ class BackendLimits:
     max_tokens: int  # longest sequence the model accepts, special tokens included
     max_batch: int  # rows per batch at most
     token_budget: int  # padded tokens (rows x longest row) per batch that suit the device
+    streams: int = 1  # predict calls that may run at once (OpenVINO inference streams)
 
 
 class Backend(Protocol):

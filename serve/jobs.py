@@ -255,17 +255,18 @@ def model_rows(entries: list[Entry], model: int) -> list[int]:
     return [i for i, e in enumerate(entries) if model in e.models]
 
 
-def open_backends(settings: ScoreSettings, plan: Plan, device: str | None = None) -> list[Backend]:
+def open_backends(settings: ScoreSettings, plan: Plan, device: str | None = None, streams: int = 1) -> list[Backend]:
     """Each distinct model of the run, once, on the best backend the flags allow for
     `device` (default --device), probed at start-up; each backend's `note` says which
-    and why. Every engine (local, Ray, the server) opens its models here."""
+    and why; `streams` as distill-serve's --streams. Every engine (local, Ray, the
+    server) opens its models here."""
     from distill.serve.backends import open_best_backend
 
     backends = []
     for slot in plan.models:
         backends.append(open_best_backend(slot.folder, slot.info, settings.backend, device or settings.device,
                                           settings.precision, settings.threads, settings.token_budget,
-                                          settings.max_batch, compile_model=settings.compile))
+                                          settings.max_batch, compile_model=settings.compile, streams=streams))
     return backends
 
 

@@ -289,3 +289,22 @@ def test_openvino_pads_batches_to_few_shapes_without_changing_outputs(export):
     assert ids.shape == (4, 64) and mask[:3].sum() == sum(map(len, sequences))
     np.testing.assert_allclose(model.predict(sequences), reference.predict(sequences), atol=1e-4)
     assert model._bucketed([[101] * 250])[0].shape == (1, 256)  # never past the student's max tokens
+
+
+def test_openvino_streams_take_calls_from_several_threads_at_once(export):
+    """--streams 2 (distill-serve): two infer requests on one compiled model; concurrent
+    predict calls each get their own and give what one call at a time gives."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    model = backends.open_model(export, student_info(), backends.BackendChoice("openvino", "cpu", "int8"), 2, streams=2)
+    assert model.limits.streams == 2 and model.requests.qsize() == 2
+    rng = np.random.default_rng(1)
+    batches = [[[101] + rng.integers(1000, 5000, size=n).tolist() + [102] for n in (30 + k, 12, 5)] for k in range(8)]
+    one_at_a_time = [model.predict(batch) for batch in batches]
+    with ThreadPoolExecutor(2) as pool:
+        together = list(pool.map(model.predict, batches))
+    for alone, concurrent in zip(one_at_a_time, together, strict=True):
+        np.testing.assert_allclose(concurrent, alone, atol=1e-5)
+    assert model.requests.qsize() == 2  # every request went back
+    assert backends.open_model(export, student_info(), backends.BackendChoice("onnx", "cpu", "int8"), 1,
+                               streams=2).limits.streams == 1  # ONNX Runtime runs one call at a time

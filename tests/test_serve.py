@@ -230,6 +230,39 @@ def test_concurrent_one_article_requests_are_batched_together(server, articles, 
     assert rows == 2 * len(real) and batches < rows  # two models; fewer batches than articles
 
 
+def test_openvino_streams_each_get_a_model_thread_and_answer_as_distill_score(tmp_path_factory, students, articles):
+    """--streams 2 on OpenVINO: two model threads take windows at once; every concurrent
+    one-article request gets distill-score's record for the same backend."""
+    from distill.export.pipeline import run_export
+    from distill.export.settings import ExportSettings
+
+    folder = tmp_path_factory.mktemp("streams")
+    export = folder / "export"
+    run_export(ExportSettings(model_dir=students["sustainability/v1"], output=export, onnx=True, bench_articles=0,
+                              threads=1), echo=lambda _: None)
+    real = [a for a in articles if isinstance(a, dict) and a.get("url")]
+    score_corpus(ScoreSettings(inputs=[write_jsonl(folder / "c.jsonl", real)], output=folder / "out.jsonl",
+                               model=[export], backend="openvino", precision="fp32", workers=0, threads=1,
+                               progress=False))
+    want = {r["id"]: r for r in map(json.loads, (folder / "out.jsonl").read_text().splitlines())}
+    server = launch(["-m", str(export), "--backend", "openvino", "--precision", "fp32", "--threads", "2",
+                     "--streams", "2", "--max-batch", "2"], folder / "server.log").wait_ready()
+    try:
+        async def one_each():
+            async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:
+                return await asyncio.gather(*(client.post("/v1/score", json={"articles": [a]}) for a in real))
+
+        responses = asyncio.run(one_each())
+        assert [r.status_code for r in responses] == [200] * len(real)
+        for response in responses:
+            (result,) = response.json()["results"]
+            assert_same_record(result["records"]["sustainability/v1"], want[result["id"]], 1e-4)
+        assert server.metric("distill_batch_articles_sum") >= len(real)
+    finally:
+        assert server.stop() == 0
+    assert "with 2 model threads" in server.log.read_text()
+
+
 def test_malformed_requests_get_422_naming_the_field(server):
     cases = [
         (b"{not json", "body: not JSON"),

@@ -5,7 +5,7 @@
          Entry built by jobs.build_entry (prefilter per filter), tokenised once per
          distinct tokenizer (tokenize.StudentEncoder)
       -> a bounded queue, counted in tokens: full -> QueueFull (503 + Retry-After)
-      -> the model thread: queued work, up to one batch's worth (the backend's token
+      -> the model thread (one per inference stream, --streams): queued work, up to one batch's worth (the backend's token
          budget or --max-batch rows), waiting at most --max-wait-ms from the oldest
          arrival for that much, becomes one window -> jobs.score_window (the batcher's
          length-sorted token-budget batches) -> jobs.window_records (the records
@@ -148,6 +148,7 @@ class OnlineScorer:
         self._encoders: list = []
         self._backends: list[Backend] = []
         self._window = (1, 1)  # a window is one batch's worth at most: (token budget, rows)
+        self._model_threads = 1
         self._prepare_pool = ThreadPoolExecutor(1, thread_name_prefix="distill-prepare")
         self._thread = threading.Thread(target=self._run, name="distill-model", daemon=True)
 
@@ -191,6 +192,15 @@ class OnlineScorer:
             return
         self.state = "ready"
         self._ready.set()
+        others = [threading.Thread(target=self._serve_queue, name=f"distill-model-{k}", daemon=True)
+                  for k in range(1, self._model_threads)]
+        for thread in others:
+            thread.start()
+        self._serve_queue()
+        for thread in others:
+            thread.join()
+
+    def _serve_queue(self) -> None:
         while (window := self._take()) is not None:
             self._score(window)
 
@@ -199,17 +209,21 @@ class OnlineScorer:
 
         started = time.perf_counter()
         self._encoders = [StudentEncoder(g.folder, g.max_tokens, g.head_share) for g in self.plan.groups]
-        backends = open_backends(self.score_settings, self.plan)
+        backends = open_backends(self.score_settings, self.plan, streams=self.settings.streams)
         self._backends = [ObservedBackend(b, self.metrics) for b in backends]
         self._window = (min(b.limits.token_budget for b in backends), min(b.limits.max_batch for b in backends))
+        # One model thread per inference stream every backend allows (OpenVINO --streams).
+        self._model_threads = min(b.limits.streams for b in backends)
         for backend in backends:  # the first batch pays for lazy initialisation, not a client
             backend.predict([[0] * 8])
         self.backend_name = ", ".join(dict.fromkeys(b.name for b in backends))
         for backend in backends:
             if backend.note:
                 logger.info("%s", backend.note)
-        logger.info("loaded %s (%s) in %.1f s; scoring %s", ", ".join(j.postfilter.model_id for j in self.plan.jobs),
-                    self.backend_name, time.perf_counter() - started, ", ".join(self.filter_ids))
+        logger.info("loaded %s (%s) in %.1f s; scoring %s with %d model thread%s",
+                    ", ".join(j.postfilter.model_id for j in self.plan.jobs), self.backend_name,
+                    time.perf_counter() - started, ", ".join(self.filter_ids), self._model_threads,
+                    "" if self._model_threads == 1 else "s")
 
     # -- requests (event loop) ---------------------------------------------------------------
 

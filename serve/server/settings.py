@@ -43,6 +43,7 @@ class ServeSettings(Settings):
     max_batch: int | None = score_field("max_batch")
     carry: tuple[str, ...] = score_field("carry")
     write_blocked: bool = score_field("write_blocked")
+    streams: int = field(default=1, metadata={"help": "OpenVINO only: split --threads into this many inference streams, each fed by its own model thread, so one batch never waits for another's threads (other backends: 1)"})
     max_wait_ms: float = field(default=5.0, metadata={"help": "longest queued work waits for more to fill a batch (0: score what is queued at once)"})
     max_queue_tokens: int = field(default=65536, metadata={"help": "tokens queued for the model at most; past it a request gets 503 with Retry-After (bounds memory and wait)"})
     max_body_bytes: int = field(default=4 << 20, metadata={"help": "largest request body in bytes; a larger one gets 413"})
@@ -69,7 +70,7 @@ class ServeSettings(Settings):
             problems.append(f"--port: {self.port} is not a port (0-65535; 0 picks a free one)")
         if not self.host:
             problems.append("--host: give an address, e.g. 127.0.0.1")
-        for name in ("max_queue_tokens", "max_body_bytes", "replicas"):
+        for name in ("max_queue_tokens", "max_body_bytes", "replicas", "streams"):
             if getattr(self, name) < 1:
                 problems.append(f"--{name.replace('_', '-')}: must be at least 1 (got {getattr(self, name)})")
         for name in ("max_wait_ms", "drain_seconds", "cpus_per_replica"):
