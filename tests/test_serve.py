@@ -211,18 +211,21 @@ def test_a_request_can_name_its_filters(server, articles, offline):
     assert first["tiers"] == {t.name: t.min_score for t in SUSTAIN.tiers} and first["metrics"] == {}
 
 
+def one_request_each(server: Server, articles: list[dict]) -> list[dict]:
+    """Every article in its own request, all at once; each answer's one result."""
+    async def send_all():
+        async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:
+            return await asyncio.gather(*(client.post("/v1/score", json={"articles": [a]}) for a in articles))
+
+    responses = asyncio.run(send_all())
+    assert [r.status_code for r in responses] == [200] * len(articles)
+    return [response.json()["results"][0] for response in responses]
+
+
 def test_concurrent_one_article_requests_are_batched_together(server, articles, offline):
     real = [a for a in articles if isinstance(a, dict) and a.get("url")]
     before = server.metric("distill_batch_articles_count"), server.metric("distill_batch_articles_sum")
-
-    async def one_each():
-        async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:
-            return await asyncio.gather(*(client.post("/v1/score", json={"articles": [a]}) for a in real))
-
-    responses = asyncio.run(one_each())
-    assert [r.status_code for r in responses] == [200] * len(real)
-    for response in responses:
-        (result,) = response.json()["results"]
+    for result in one_request_each(server, real):
         for spec_id, want in offline["records"].items():
             assert_same_record(result["records"][spec_id], want[result["id"]], 1e-3)
     batches = server.metric("distill_batch_articles_count") - before[0]
@@ -248,14 +251,7 @@ def test_openvino_streams_each_get_a_model_thread_and_answer_as_distill_score(tm
     server = launch(["-m", str(export), "--backend", "openvino", "--precision", "fp32", "--threads", "2",
                      "--streams", "2", "--max-batch", "2"], folder / "server.log").wait_ready()
     try:
-        async def one_each():
-            async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:
-                return await asyncio.gather(*(client.post("/v1/score", json={"articles": [a]}) for a in real))
-
-        responses = asyncio.run(one_each())
-        assert [r.status_code for r in responses] == [200] * len(real)
-        for response in responses:
-            (result,) = response.json()["results"]
+        for result in one_request_each(server, real):
             assert_same_record(result["records"]["sustainability/v1"], want[result["id"]], 1e-4)
         assert server.metric("distill_batch_articles_sum") >= len(real)
     finally:
