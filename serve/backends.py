@@ -208,7 +208,7 @@ def open_best_backend(model_dir: Path, info: StudentInfo, backend: str, device: 
             skipped.append(f"{choice.label} failed its start-up probe ({result.describe()})")
             continue
         opened = with_ensemble(model, model_dir)
-        opened.note = _choice_note(choice, auto, result, skipped) + (f"; {model.detail}" if getattr(model, "detail", "") else "")
+        opened.note = _choice_note(choice, auto, result, skipped, getattr(model, "detail", ""))
         return opened
     raise AssertionError("unreachable: the last candidate returns or raises")
 
@@ -227,7 +227,8 @@ def live_probe(model_dir: Path, info: StudentInfo, candidates: list[BackendChoic
     return Probe(sequences, outputs, reference.label)
 
 
-def _choice_note(choice: BackendChoice, auto: bool, result: ProbeResult | None, skipped: list[str]) -> str:
+def _choice_note(choice: BackendChoice, auto: bool, result: ProbeResult | None, skipped: list[str],
+                 detail: str = "") -> str:
     why = f"chosen for this CPU ({cpu_features().describe()})" if auto and choice.device == "cpu" else "as asked"
     checked = f"; start-up probe {result.describe()}" if result else ""
     if auto and result is None and choice.precision != "fp32":
@@ -235,7 +236,8 @@ def _choice_note(choice: BackendChoice, auto: bool, result: ProbeResult | None, 
     failed = f"; {'; '.join(skipped)}, so it fell back" if skipped else ""
     if result is not None and not result.passed:
         checked = f"; start-up probe FAILED too ({result.describe()}), the last candidate, kept"
-    return f"backend {choice.label} {why}{checked}{failed}"
+    configured = f"; {detail}" if detail else ""
+    return f"backend {choice.label} {why}{checked}{failed}{configured}"
 
 
 def open_backend(
