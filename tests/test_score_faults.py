@@ -80,6 +80,7 @@ def test_a_second_run_on_the_same_output_stops_at_once_naming_the_first(tmp_path
             time.sleep(0.005)
         assert first.poll() is None, first.stderr.read().decode()
         first.send_signal(signal.SIGSTOP)  # mid-run, holding the lock
+        _wait_until_stopped(first.pid)  # the signal lands asynchronously: a line may still be written before
         written = out.read_bytes()
         started = time.perf_counter()
         code, err = score(capsys, corpus, "-m", student, "-o", out)
@@ -96,6 +97,17 @@ def test_a_second_run_on_the_same_output_stops_at_once_naming_the_first(tmp_path
     assert ids_of(out) == [r["id"] for r in rows]  # every record once
     assert len(lines_of(tmp_path / "scored.rejects.jsonl")) == 1
     assert not (tmp_path / "scored.jsonl.lock").exists()
+
+
+def _wait_until_stopped(pid: int, timeout: float = 30) -> None:
+    """Until the kernel reports the process stopped (state T in /proc/PID/stat)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+        if state in ("T", "t"):
+            return
+        time.sleep(0.001)
+    raise AssertionError(f"process {pid} did not stop within {timeout} s")
 
 
 def test_a_lock_left_by_a_killed_run_does_not_block_the_rerun(tmp_path, student, capsys):
