@@ -31,6 +31,11 @@ class CpuFeatures:
         return any(flag in self.flags for flag in BF16_FLAGS)
 
     @property
+    def amx(self) -> bool:
+        """AMX tiles for bf16: the one bf16 flag that has always meant fast bf16 here."""
+        return "amx_bf16" in self.flags
+
+    @property
     def int8(self) -> bool:
         return any(flag in self.flags for flag in INT8_FLAGS)
 

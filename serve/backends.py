@@ -13,7 +13,8 @@ and saying why. On a CPU the order is:
 - with VNNI or AMX int8 (`distill.cpu_features`): OpenVINO static int8
   (openvino_model.int8.xml, `distill-export --openvino-int8`) first;
 - with AMX or AVX-512 BF16: OpenVINO bf16 over the export's model.int8w.onnx
-  (int8 weights; or model.fp16.onnx / model.onnx), then torch bf16; bf16
+  (int8 weights; or model.fp16.onnx / model.onnx), then torch bf16 (without
+  AMX, a bf16 choice races the next int8 candidate at start-up); bf16
   elsewhere is emulated and never chosen;
 - ONNX Runtime int8 (model.int8.onnx), OpenVINO static int8 where the CPU has
   no int8 units (unmeasured there, so after the established path), then ONNX
@@ -187,30 +188,77 @@ def open_best_backend(model_dir: Path, info: StudentInfo, backend: str, device: 
                       threads: int, token_budget: int | None = None, max_batch: int | None = None,
                       compile_model: bool = False, streams: int = 1) -> Backend:
     """The first candidate that loads and, when several were possible, passes the
-    start-up probe; `backend.note` says what was chosen, why, and any fallback."""
+    start-up probe; `backend.note` says what was chosen, why, and any fallback.
+
+    On a CPU whose bf16 flags come without AMX, bf16 is not always fast (an AMD
+    EPYC ran it well, an Intel Xeon whose hypervisor hides AMX did not), so an
+    auto bf16 choice is timed against the next int8 candidate and the faster kept."""
     candidates = backend_candidates(model_dir, backend, device, precision)
     auto = len(candidates) > 1 or "auto" in (backend, precision)
     probe = read_probe(model_dir) if auto else None
     if auto and probe is None and candidates[0].precision != "fp32":
         probe = live_probe(model_dir, info, candidates, threads)
-    skipped = []
-    for position, choice in enumerate(candidates):
-        last = position == len(candidates) - 1
+    skipped: list[str] = []
+
+    def opened(choice: BackendChoice, last: bool, why_not: list[str]) -> tuple[Backend, ProbeResult | None] | None:
+        """The model for `choice` if it loads and passes the probe, else None and the reason in
+        `why_not`. The last candidate is kept whatever its probe says; when it does not load (or
+        any candidate of an explicit choice does not), that raises."""
         try:
             model = open_model(model_dir, info, choice, threads, token_budget, max_batch, compile_model, streams)
         except ModelArtifactError as exc:
             if last or not auto:
                 raise
-            skipped.append(f"{choice.label} did not load ({str(exc).splitlines()[0]})")
-            continue
+            why_not.append(f"{choice.label} did not load ({str(exc).splitlines()[0]})")
+            return None
         result = compare(model.predict(probe.sequences), probe, choice.precision) if probe else None
         if result is not None and not result.passed and not last:
-            skipped.append(f"{choice.label} failed its start-up probe ({result.describe()})")
+            why_not.append(f"{choice.label} failed its start-up probe ({result.describe()})")
+            return None
+        return model, result
+
+    for position, choice in enumerate(candidates):
+        found = opened(choice, position == len(candidates) - 1, skipped)
+        if found is None:
             continue
-        opened = with_ensemble(model, model_dir)
-        opened.note = _choice_note(choice, auto, result, skipped, getattr(model, "detail", ""))
-        return opened
+        model, result = found
+        detail = getattr(model, "detail", "")
+        if auto and choice.device == "cpu" and choice.precision == "bf16" and not cpu_features().amx:
+            choice, model, result, detail = _faster_than_bf16(choice, model, result, candidates[position + 1:], opened)
+        chosen = with_ensemble(model, model_dir)
+        chosen.note = _choice_note(choice, auto, result, skipped, detail)
+        return chosen
     raise AssertionError("unreachable: the last candidate returns or raises")
+
+
+def _faster_than_bf16(choice: BackendChoice, model: Backend, result: ProbeResult | None,
+                      rest: list[BackendChoice], opened: Any) -> tuple[BackendChoice, Backend, ProbeResult | None, str]:
+    """The bf16 choice, or the next int8 candidate if it runs a full batch faster here."""
+    rival = next((c for c in rest if c.precision == "int8"), None)
+    found = opened(rival, False, []) if rival is not None else None  # a rival that fails is simply not raced
+    if found is None:
+        return choice, model, result, getattr(model, "detail", "")
+    rival_model, rival_result = found
+    mine, theirs = full_batch_seconds(model), full_batch_seconds(rival_model)
+    timing = (f"timed against each other on a full batch ({choice.label} {1000 * mine:.0f} ms, "
+              f"{rival.label} {1000 * theirs:.0f} ms): bf16 flags without AMX do not promise fast bf16")
+    if theirs < mine:
+        return rival, rival_model, rival_result, "; ".join(filter(None, [timing, getattr(rival_model, "detail", "")]))
+    return choice, model, result, "; ".join(filter(None, [timing, getattr(model, "detail", "")]))
+
+
+def full_batch_seconds(model: Backend, runs: int = 3) -> float:
+    """The fastest of `runs` predictions of one full batch (token budget in rows of max_tokens), after a warm-up."""
+    limits = model.limits
+    rows = max(1, min(limits.max_batch, limits.token_budget // limits.max_tokens))
+    batch = [[0] * limits.max_tokens for _ in range(rows)]
+    model.predict(batch)  # the first run pays for lazy initialisation
+    timings = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        model.predict(batch)
+        timings.append(time.perf_counter() - start)
+    return min(timings)
 
 
 def live_probe(model_dir: Path, info: StudentInfo, candidates: list[BackendChoice], threads: int) -> Probe | None:

@@ -308,3 +308,28 @@ def test_openvino_streams_take_calls_from_several_threads_at_once(export):
     assert model.requests.qsize() == 2  # every request went back
     assert backends.open_model(export, student_info(), backends.BackendChoice("onnx", "cpu", "int8"), 1,
                                streams=2).limits.streams == 1  # ONNX Runtime runs one call at a time
+
+
+@pytest.mark.parametrize("flags", ["avx2 avx512_bf16", "avx2 avx512_bf16 amx_bf16"])
+def test_bf16_without_amx_is_timed_against_int8_and_the_faster_kept(tmp_path, export, monkeypatch, flags):
+    """bf16 flags without AMX promise nothing (bf16 was fast on an AMD EPYC, slower than fp32 on a
+    Xeon with AMX hidden): OpenVINO bf16 races ONNX Runtime int8 on one full batch. With AMX, no race."""
+    monkeypatch.setenv("DISTILL_CPU_FLAGS", flags)
+    cpu_features.cache_clear()
+    try:
+        chosen = open_best_backend(export, student_info(), "auto", "cpu", "auto", threads=1)
+    finally:
+        cpu_features.cache_clear()
+    timed = re.search(r"timed against each other on a full batch \(openvino-cpu-bf16 (\d+) ms, "
+                      r"onnx-cpu-int8 (\d+) ms\)", chosen.note)
+    if "amx_bf16" in flags:
+        assert chosen.name == "openvino-cpu-bf16" and timed is None, chosen.note
+        return
+    assert timed is not None, chosen.note
+    bf16_ms, int8_ms = int(timed.group(1)), int(timed.group(2))
+    assert chosen.name in ("openvino-cpu-bf16", "onnx-cpu-int8")
+    assert chosen.note.startswith(f"backend {chosen.name} chosen for this CPU")
+    if bf16_ms != int8_ms:  # (equal once rounded: either may have been faster)
+        assert chosen.name == ("onnx-cpu-int8" if int8_ms < bf16_ms else "openvino-cpu-bf16")
+    probe = read_probe(export)
+    assert compare(chosen.predict(probe.sequences), probe, "int8").passed  # whichever won still agrees with fp32
