@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from distill.errors import ConfigError
+from distill.errors import ConfigError, DistillError
 
 PROMPT_PLACEHOLDER = "{article}"
 
@@ -187,6 +187,15 @@ def resolve_filter_path(name_or_path: str | Path) -> Path:
         f"filter {name_or_path!r} not found: not a folder with config.yaml, "
         f"nor a shipped filter (shipped: {known})"
     )
+
+
+def installed_filter(name: str, version: int) -> FilterSpec | None:
+    """Filter `name` v`version` as installed here, or None (a student trained on a filter
+    from a folder elsewhere still loads; what needs its rules says it went without)."""
+    try:
+        return load_filter(f"{name}/v{version}")
+    except DistillError:
+        return None
 
 
 def load_filter(name_or_path: str | Path) -> FilterSpec:

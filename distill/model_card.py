@@ -18,8 +18,7 @@ from typing import Any
 import yaml
 
 from distill.artifact import Calibration, StudentInfo, read_info, write_text_atomic
-from distill.errors import DistillError
-from distill.filter_spec import FilterSpec, load_filter
+from distill.filter_spec import FilterSpec, installed_filter
 from distill.local_models import MINILM_HUB_ID
 from distill.model_card_text import NOTES_END, NOTES_START, body_sections
 
@@ -39,7 +38,7 @@ def write_card(folder: str | Path, info: StudentInfo | None = None, *, spec: Fil
     `name` is the folder's name where the card's commands use it (default its own)."""
     folder = Path(folder)
     info = info or read_info(folder)
-    spec = spec or _filter_of(info)
+    spec = spec or installed_filter(info.filter_name, info.filter_version)
     old = read_card(folder)
     summary = summarise(metrics) if metrics else evaluation_of(Path(source) if source else folder)
     front = front_matter(info, spec, summary, export, folder)
@@ -149,13 +148,6 @@ def evaluation_of(folder: Path) -> dict[str, Any] | None:
             pass  # not a distill-evaluate report: fall back to what the card held
     kept = read_card(folder).get("meta", {}).get("distill", {})
     return kept.get("evaluation") if isinstance(kept, dict) else None
-
-
-def _filter_of(info: StudentInfo) -> FilterSpec | None:
-    try:
-        return load_filter(f"{info.filter_name}/v{info.filter_version}")
-    except DistillError:
-        return None  # a filter from a folder elsewhere: the card says so
 
 
 def _notes(text: str) -> str:

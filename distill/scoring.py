@@ -8,12 +8,14 @@ the tier is reached when overall score + shift >= its minimum. The overall
 score itself is untouched. `distill-evaluate --target-recall` fits one on val
 and saves it in calibration.json; score, serve and evaluate pass it here, so
 they tier alike. No shifts (the default) means the filter's own thresholds.
+`tier_report` measures predicted tiers against the oracle's (evaluate, export).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -145,3 +147,25 @@ def tiers_for(spec: FilterSpec, overall: np.ndarray, shifts: TierShifts | None =
     reached = np.asarray(overall)[:, None] >= mins[None, :]
     index = np.where(reached.any(axis=1), reached.argmax(axis=1), len(mins) - 1)
     return [spec.tiers[i].name for i in index]
+
+
+def tier_report(spec: FilterSpec, true_tiers: list[str], pred_tiers: list[str]) -> dict[str, Any]:
+    """Accuracy, per-tier precision/recall/F1/support and the confusion matrix (rows: oracle)."""
+    names = spec.tier_names
+    index = {name: i for i, name in enumerate(names)}
+    confusion = np.zeros((len(names), len(names)), dtype=int)
+    for t, p in zip(true_tiers, pred_tiers, strict=True):
+        confusion[index[t], index[p]] += 1
+    per_tier = {}
+    for i, name in enumerate(names):
+        tp, predicted, support = confusion[i, i], confusion[:, i].sum(), confusion[i, :].sum()
+        precision = tp / predicted if predicted else 0.0
+        recall = tp / support if support else float("nan")
+        f1 = 2 * precision * recall / (precision + recall) if support and precision + recall else 0.0
+        per_tier[name] = {"precision": float(precision), "recall": float(recall), "f1": float(f1),
+                          "support": int(support), "predicted": int(predicted)}
+    return {
+        "accuracy": float(np.trace(confusion) / max(1, confusion.sum())),
+        "per_tier": per_tier,
+        "confusion": {"labels": names, "matrix": confusion.tolist()},
+    }

@@ -11,35 +11,13 @@ from typing import Any
 import numpy as np
 
 from distill.filter_spec import FilterSpec
-from distill.scoring import TierShifts, overall_scores, tiers_for, top_populated_tier
+from distill.scoring import TierShifts, overall_scores, tier_report, tiers_for, top_populated_tier
 from distill.stats import spearman
 
 # The seed guide's success criteria.
 MAX_DIMENSION_MAE = 1.5
 MIN_TIER_ACCURACY = 0.70
 MIN_TOP_TIER_RECALL = 0.60
-
-
-def tier_report(spec: FilterSpec, true_tiers: list[str], pred_tiers: list[str]) -> dict[str, Any]:
-    """Accuracy, per-tier precision/recall/F1/support and the confusion matrix (rows: oracle)."""
-    names = spec.tier_names
-    index = {name: i for i, name in enumerate(names)}
-    confusion = np.zeros((len(names), len(names)), dtype=int)
-    for t, p in zip(true_tiers, pred_tiers, strict=True):
-        confusion[index[t], index[p]] += 1
-    per_tier = {}
-    for i, name in enumerate(names):
-        tp, predicted, support = confusion[i, i], confusion[:, i].sum(), confusion[i, :].sum()
-        precision = tp / predicted if predicted else 0.0
-        recall = tp / support if support else float("nan")
-        f1 = 2 * precision * recall / (precision + recall) if support and precision + recall else 0.0
-        per_tier[name] = {"precision": float(precision), "recall": float(recall), "f1": float(f1),
-                          "support": int(support), "predicted": int(predicted)}
-    return {
-        "accuracy": float(np.trace(confusion) / max(1, confusion.sum())),
-        "per_tier": per_tier,
-        "confusion": {"labels": names, "matrix": confusion.tolist()},
-    }
 
 
 def evaluate_predictions(spec: FilterSpec, pred: np.ndarray, true: np.ndarray,

@@ -21,9 +21,8 @@ from typing import Any
 import numpy as np
 
 from distill.errors import ConfigError
-from distill.evaluate.metrics import tier_report
 from distill.filter_spec import FilterSpec
-from distill.scoring import TierShifts, overall_scores, tier_shift_problems, tiers_for
+from distill.scoring import TierShifts, overall_scores, tier_report, tier_shift_problems, tiers_for
 
 _DECIMALS = 6  # as distill.scoring rounds overall scores
 

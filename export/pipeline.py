@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from distill.artifact import writing
+from distill.artifact import Calibration, writing
 from distill.export import bench, report, tensorrt
 from distill.export.encode import Labelled, read_labelled, sample_texts, spread_by_length
 from distill.export.merge import Student, load_merged, save_merged
@@ -29,8 +29,10 @@ from distill.export.validate import (
     gate,
     ort_session,
     run_onnx,
+    tier_figures,
     variant_mae,
 )
+from distill.filter_spec import installed_filter
 from distill.model_card import write_card
 from distill.student.encode import encode_batch, encode_texts
 from distill.student.files import ONNX_FILES, OPENVINO_INT8_FILE
@@ -153,21 +155,39 @@ def _write_probe(student: Student, texts: list[str], folder: Path) -> dict[str, 
 
 
 def _mae_gate(settings: ExportSettings, student: Student, data: Labelled, sessions: dict[str, Any], echo: Echo) -> dict[str, Any]:
+    """MAE against the labels per variant (the gate: within --mae-tolerance of fp32's), and beside
+    it, reported but not gated, tier accuracy and rare-tier precision / recall as distill-score tiers."""
+    # No tier figures for a filter that is not installed here.
+    spec = installed_filter(student.info.filter_name, student.info.filter_version)
+    calibration = Calibration.load(settings.model_dir)
     fp32 = variant_mae("fp32", sessions["fp32"], student, data, settings.bench_batch)
     figures: dict[str, Any] = {"articles": len(data.texts), "rejected_lines": data.rejected,
                                "fp32": {"mae": round(fp32.mae, 5), "per_dimension": fp32.per_dimension}}
-    echo(f"MAE vs labels ({len(data.texts)} articles): fp32 {fp32.mae:.4f}")
+    if spec is not None:
+        figures["fp32"]["tiers"] = tier_figures(spec, calibration, fp32.scores, data.labels)
+    echo(f"MAE vs labels ({len(data.texts)} articles): fp32 {fp32.mae:.4f}" + _tier_words(figures["fp32"]))
     for name in sessions:
         if name == "fp32":
             continue
-        figures[name] = gate(variant_mae(name, sessions[name], student, data, settings.bench_batch), fp32, settings.mae_tolerance)
-        echo(f"MAE {name} {figures[name]['mae']:.4f} ({figures[name]['mae_increase']:+.4f})")
+        variant = variant_mae(name, sessions[name], student, data, settings.bench_batch)
+        figures[name] = gate(variant, fp32, settings.mae_tolerance)
+        if spec is not None:
+            figures[name]["tiers"] = tier_figures(spec, calibration, variant.scores, data.labels)
+        echo(f"MAE {name} {figures[name]['mae']:.4f} ({figures[name]['mae_increase']:+.4f})" + _tier_words(figures[name]))
         if not figures[name]["accepted"]:
             raise ExportCheckError(
                 f"{name} export rejected: MAE {figures[name]['mae']:.4f} vs fp32 {fp32.mae:.4f} "
                 f"(+{figures[name]['mae_increase']:.4f} > {settings.mae_tolerance:g}); export not written"
             )
     return figures
+
+
+def _tier_words(figures: dict[str, Any]) -> str:
+    tiers = figures.get("tiers")
+    if not tiers or tiers.get("rare_tier") is None:
+        return ""
+    return (f"; tier accuracy {tiers['accuracy']:.1%}, {tiers['rare_tier']} precision / recall "
+            f"{tiers['precision']:.3f} / {tiers['recall']:.3f} of {tiers['support']}")
 
 
 def _speed(settings: ExportSettings, student: Student, data: Labelled | None, sessions: dict[str, Any]) -> dict[str, Any]:

@@ -15,10 +15,12 @@ from typing import Any
 
 import numpy as np
 
-from distill.artifact import TargetScaler
+from distill.artifact import Calibration, TargetScaler
 from distill.errors import DistillError
 from distill.export.encode import Labelled, batches
 from distill.export.merge import Student
+from distill.filter_spec import FilterSpec
+from distill.scoring import overall_scores, tier_report, tiers_for, top_populated_tier
 from distill.student.encode import PADDING_SIDES, encode_batch, encode_texts
 from distill.student.predict import predict_sorted, torch_outputs
 
@@ -32,6 +34,7 @@ class VariantMAE:
     name: str
     mae: float
     per_dimension: dict[str, float]
+    scores: np.ndarray | None = None  # [N, D] on the 0-10 scale, before the folder's calibration
 
 
 def ort_session(path: Path, threads: int) -> Any:
@@ -92,7 +95,27 @@ def variant_mae(name: str, session: Any, student: Student, data: Labelled, batch
     )
     errors = np.abs(scores - data.labels)
     per_dim = {d: round(float(errors[:, j].mean()), 5) for j, d in enumerate(student.info.dimensions)}
-    return VariantMAE(name, float(errors.mean()), per_dim)
+    return VariantMAE(name, float(errors.mean()), per_dim, scores)
+
+
+def tier_figures(spec: FilterSpec, calibration: Calibration | None, scores: np.ndarray,
+                 labels: np.ndarray) -> dict[str, Any]:
+    """Tier accuracy and the rarest populated tier's precision / recall, tiered as
+    distill-score tiers (the folder's calibration and operating point applied) against
+    the oracle's tiers: quantisation moves articles across a tier boundary that an MAE
+    gate does not see."""
+    if calibration is not None:
+        scores = calibration.apply(scores, spec.dimension_names)
+    shifts = calibration.tier_shifts if calibration is not None else None
+    report = tier_report(spec, tiers_for(spec, overall_scores(spec, labels)),
+                         tiers_for(spec, overall_scores(spec, scores), shifts))
+    support = {name: tier["support"] for name, tier in report["per_tier"].items()}
+    rare = top_populated_tier(spec, support)
+    figures: dict[str, Any] = {"accuracy": round(report["accuracy"], 4), "rare_tier": rare}
+    if rare is not None:
+        figures.update({k: round(report["per_tier"][rare][k], 4) for k in ("precision", "recall")},
+                       support=report["per_tier"][rare]["support"])
+    return figures
 
 
 def gate(candidate: VariantMAE, fp32: VariantMAE, tolerance: float) -> dict[str, Any]:

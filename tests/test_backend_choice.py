@@ -172,6 +172,9 @@ def test_export_writes_a_probe_every_variant_passes(export):
     assert report["onnx"]["int8w_quantised_weights"] > 0
     assert report["openvino_int8"]["calibration_articles"] == 16
     assert {"int8", "int8w", "openvino_int8"} <= set(report["mae"])
+    for variant in ("fp32", "int8", "int8w", "openvino_int8"):  # tiered as distill-score tiers, beside the MAE
+        tiers = report["mae"][variant]["tiers"]
+        assert 0 <= tiers["accuracy"] <= 1 and tiers["rare_tier"] in SPEC.tier_names[:-1] and tiers["support"] > 0
     assert report["files"]["openvino_model.int8.bin"]["bytes"] > 0
 
 

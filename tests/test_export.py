@@ -172,6 +172,24 @@ def test_tensorrt_absent_is_a_clear_message(bert_lora, tmp_path, capsys):
     assert json.loads((out / "export_report.json").read_text())["tensorrt"]["built"] is False
 
 
+def test_tier_figures_tier_as_distill_score_does_calibration_included():
+    """The export report's tier figures: the folder's calibration (here the shipped student's
+    rounding) is applied before tiering, as distill-score applies it."""
+    from distill.artifact import Calibration
+    from distill.export.validate import tier_figures
+
+    spec = load_filter("sustainability/v1")
+    labels = np.array([[6.0] * 8, [6.0] * 8, [1.0] * 8, [1.0] * 8])  # promising, promising, not_relevant x2
+    scores = np.array([[6.2] * 8, [4.6] * 8, [1.0] * 8, [5.1] * 8])
+    raw = tier_figures(spec, None, scores, labels)  # tiers: promising, monitoring, not_relevant, promising
+    assert raw == {"accuracy": 0.5, "rare_tier": "promising", "precision": 0.5, "recall": 0.5, "support": 2}
+    rounding = Calibration.load(Path(__file__).resolve().parents[1] / "filters/sustainability/v1/student")
+    assert rounding is not None and rounding.method == "rounded"
+    rounded = tier_figures(spec, rounding, scores, labels)  # 4.6 -> 5: promising, found
+    assert rounded == {"accuracy": 0.75, "rare_tier": "promising", "precision": round(2 / 3, 4), "recall": 1.0,
+                       "support": 2}
+
+
 def test_mae_gate_rejects_a_worse_variant():
     fp32 = VariantMAE("fp32", 0.75, {})
     assert gate(VariantMAE("int8", 0.76, {}), fp32, 0.02)["accepted"]
