@@ -248,16 +248,23 @@ def _faster_than_bf16(choice: BackendChoice, model: Backend, result: ProbeResult
     return choice, model, result, "; ".join(filter(None, [timing, getattr(model, "detail", "")]))
 
 
-def full_batch_seconds(model: Backend, runs: int = 3) -> float:
-    """The fastest of `runs` predictions of one full batch (token budget in rows of max_tokens), after a warm-up."""
-    limits = model.limits
-    rows = max(1, min(limits.max_batch, limits.token_budget // limits.max_tokens))
-    batch = [[0] * limits.max_tokens for _ in range(rows)]
-    model.predict(batch)  # the first run pays for lazy initialisation
+def full_batch_seconds(model: Backend) -> float:
+    """How long one full batch (token budget in rows of max_tokens) takes `model`, at best."""
+    batch = [[0] * model.limits.max_tokens for _ in range(full_batch_rows(model.limits))]
+    return fastest_run(lambda: model.predict(batch))
+
+
+def full_batch_rows(limits: BackendLimits) -> int:
+    return max(1, min(limits.max_batch, limits.token_budget // limits.max_tokens))
+
+
+def fastest_run(call: Any, runs: int = 3) -> float:
+    """The fastest of `runs` timed calls, after one untimed call that pays for lazy initialisation."""
+    call()
     timings = []
     for _ in range(runs):
         start = time.perf_counter()
-        model.predict(batch)
+        call()
         timings.append(time.perf_counter() - start)
     return min(timings)
 
@@ -493,7 +500,6 @@ class OpenVinoBackend(ExportBackend):
     """
 
     WIDTH_STEP = 32
-    TIMING_RUNS = 3  # per config, the fastest kept: start-up stays near a second
 
     def __init__(self, path: Path, info: StudentInfo, limits: BackendLimits, pad_id: int,
                  choice: BackendChoice, threads: int):
@@ -515,19 +521,11 @@ class OpenVinoBackend(ExportBackend):
 
     def _fastest(self, compiled: dict[str, Any]) -> Any:
         """The compiled model that runs one full batch (the token budget in rows of max_tokens) fastest."""
-        rows = max(1, min(self.limits.max_batch, self.limits.token_budget // self.limits.max_tokens))
+        rows = full_batch_rows(self.limits)
         ids = np.full((rows, self.limits.max_tokens), self.pad_id, dtype=np.int64)
         feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
-        seconds = {}
-        for hint, model in compiled.items():
-            request = model.create_infer_request()
-            request.infer(feeds)  # the first run pays for lazy initialisation
-            runs = []
-            for _ in range(self.TIMING_RUNS):
-                start = time.perf_counter()
-                request.infer(feeds)
-                runs.append(time.perf_counter() - start)
-            seconds[hint] = min(runs)
+        seconds = {hint: fastest_run(lambda request=model.create_infer_request(): request.infer(feeds))
+                   for hint, model in compiled.items()}
         best = min(seconds, key=seconds.get)
         self.detail = (f"{best} between the int8 MatMuls (a {rows}x{self.limits.max_tokens} batch took "
                        + ", ".join(f"{1000 * s:.0f} ms in {hint}" for hint, s in seconds.items()) + ")")
