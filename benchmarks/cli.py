@@ -24,6 +24,15 @@ from distill.cli import run_main
 from distill.settings import options_from
 
 
+def _peak_runs(floor: dict) -> str:
+    """Both peak measurements, where the run took two (the floor keeps the higher of each)."""
+    runs = floor.get("peak_gflops_measured")
+    if not runs:
+        return ""
+    return ("; the higher of two measurements, before and after the runs: "
+            + " / ".join(", ".join(f"{p} {g}" for p, g in run.items()) for run in runs))
+
+
 def output_options(func: Any) -> Any:
     func = click.option("--tag", default="", show_default=True,
                         help="suffix of the results files (<name>-<tag>.json), e.g. the machine")(func)
@@ -184,7 +193,8 @@ def throughput_result(raw: dict[str, Any]) -> BenchResult:
         f = raw["floor"]
         notes.append(f"floor: {f['gflop_per_article']} GFLOP an article ({f['mean_tokens']} tokens); matmul peak "
                      + ", ".join(f"{p} {g} GFLOP/s" for p, g in f["peak_gflops"].items())
-                     + f" at the model's shapes; CPU flags: {', '.join(f['cpu_flags']) or 'none of note'}")
+                     + f" at the model's shapes; CPU flags: {', '.join(f['cpu_flags']) or 'none of note'}"
+                     + _peak_runs(f))
     notes += [f"{r['name']}: {note}" for r in raw["results"] if "auto" in r["name"] for note in r.get("choice", [])]
     notes += [f"skipped {reason}" for reason in raw.get("skipped", [])]
     notes.append(f"threads {raw['machine'].get('threads')}, 1-min load average at start "

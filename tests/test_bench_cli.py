@@ -60,7 +60,9 @@ def test_throughput_report_becomes_rows_with_speedups_and_parity_notes():
              "floor_ms": 12.5, "x_floor": 2.0},
         ],
         "floor": {"gflop_per_article": 5.1, "mean_tokens": 220.0, "cpu_flags": ["avx2"],
-                  "peak_gflops": {"fp32": 102.0, "bf16": 1.5, "int8": 408.0}},
+                  "peak_gflops": {"fp32": 102.0, "bf16": 1.5, "int8": 408.0},
+                  "peak_gflops_measured": [{"fp32": 102.0, "bf16": 1.5, "int8": 390.0},
+                                           {"fp32": 99.0, "bf16": 1.4, "int8": 408.0}]},
         "parity": {"onnx-int8 vs onnx-fp32": {"compared": 100, "max_abs": 0.014, "mean_abs": 0.003}},
     }
     result = throughput_result(raw)
@@ -70,5 +72,5 @@ def test_throughput_report_becomes_rows_with_speedups_and_parity_notes():
     table = "\n".join(markdown_table(result.columns, result.cells()))
     assert "| distill-score onnx-cpu-int8 | 100 | 25.00 | 40.00 | 4.00 | 12.50 | 2.00 | 3% |" in table
     assert any("matmul peak fp32 102.0 GFLOP/s, bf16 1.5 GFLOP/s, int8 408.0" in n and "avx2" in n
-               for n in result.notes)
+               and "before and after the runs: fp32 102.0, bf16 1.5, int8 390.0 / fp32 99.0" in n for n in result.notes)
     assert result.settings["data"] == "x.jsonl" and "results" not in result.settings

@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from distill.benchmarks.floor import article_gflop, cpu_flags, matmul_peak, projection_shapes
+from distill.benchmarks.floor import article_gflop, cpu_flags, higher_peaks, matmul_peak, projection_shapes
 
 
 def minilm_like() -> SimpleNamespace:
@@ -34,6 +34,17 @@ def test_matmul_peak_is_a_positive_rate_for_each_precision(precision):
     pytest.importorskip("torch")
     peak = matmul_peak(precision, [(64, 128), (128, 64)], rows=64, threads=1, seconds=0.02)
     assert 0 < peak < 1e6  # GFLOP/s: above zero, below any CPU's reach
+
+
+def test_two_measurements_keep_each_precisions_higher_peak_and_its_floor():
+    # A disturbed measurement reads a peak too low; the floor must come from the quieter one.
+    before = {"gflop_per_article": 6.0, "mean_tokens": 250.0, "cpu_flags": ["avx2"],
+              "peak_gflops": {"fp32": 92.0, "bf16": 420.0, "int8": 380.0}, "floor_ms": {}}
+    after = dict(before, peak_gflops={"fp32": 180.0, "bf16": 200.0, "int8": 800.0})
+    floor = higher_peaks(before, after)
+    assert floor["peak_gflops"] == {"fp32": 180.0, "bf16": 420.0, "int8": 800.0}
+    assert floor["floor_ms"] == {"fp32": 33.33, "bf16": 14.29, "int8": 7.5}
+    assert floor["peak_gflops_measured"] == [before["peak_gflops"], after["peak_gflops"]]
 
 
 def test_an_unknown_precision_is_refused():
