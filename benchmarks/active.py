@@ -14,8 +14,9 @@ on the test split with distill-evaluate's metrics.
 TF-IDF vocabularies are fitted once on all texts (no labels: the same
 features for every strategy and round), so a round costs a few ridge fits.
 With `--finetune`, the chosen strategies' labels at the budget also train a
-MiniLM LoRA student each (benchmarks/active_finetune.py), the model a user
-would ship, so the verdict is not only the ridge stand-ins'.
+MiniLM student each (benchmarks/active_finetune.py; LoRA, or a full fine-tune
+with `--finetune-full`), the model a user would ship, so the verdict is not
+only the ridge stand-ins'.
 """
 
 from __future__ import annotations
@@ -55,10 +56,13 @@ class ActiveSettings(Settings):
         "shares of `mixed` to try instead of the default, e.g. rare=0.6,uncertain=0.2,random=0.2")})
     limit: int = field(default=0, metadata={"help": "use only the first N labelled articles (0: all; for quick checks)"})
     finetune: tuple[str, ...] = field(default=(), metadata={"separator": ",", "help": (
-        "strategies whose labels at the budget also train a MiniLM LoRA student, scored on the test split "
+        "strategies whose labels at the budget also train a MiniLM student, scored on the test split "
         "(e.g. random,mixed; minutes per seed and strategy on a CPU; default none)")})
     finetune_epochs: int = field(default=2, metadata={"help": "epochs of each --finetune student"})
     finetune_tokens: int = field(default=128, metadata={"help": "input tokens of each --finetune student"})
+    finetune_full: bool = field(default=False, metadata={"help": (
+        "train every weight of each --finetune student (the shipped student's recipe, lr 1e-4) instead of a "
+        "LoRA adapter (r16, lr 5e-4)")})
 
     def problems(self) -> list[str]:
         problems = []
@@ -241,24 +245,26 @@ def run_active(settings: ActiveSettings, plot_path: Path | None = None, log=prin
 
 def finetune_finals(settings: ActiveSettings, data: Data, finals: dict[tuple[int, str], np.ndarray],
                     log=print) -> list[dict[str, Any]]:
-    """--finetune: one MiniLM LoRA student per (seed, strategy) on its labels at the budget."""
+    """--finetune: one MiniLM student per (seed, strategy) on its labels at the budget."""
     from distill.benchmarks.active_finetune import FinetuneRecipe, finetune_and_score
     from distill.local_models import minilm_dir
 
-    recipe = FinetuneRecipe(epochs=settings.finetune_epochs, max_length=settings.finetune_tokens)
+    recipe = FinetuneRecipe(epochs=settings.finetune_epochs, max_length=settings.finetune_tokens,
+                            full_finetune=settings.finetune_full)
     out = []
     for (seed, strategy), labelled in finals.items():
         if strategy not in settings.finetune:
             continue
         result = finetune_and_score(data, settings.filter, labelled, seed, recipe, str(minilm_dir()))
-        out.append({"seed": seed, "strategy": strategy, "labels": len(labelled), "seconds": result["seconds"],
-                    "metrics": _summary(result["metrics"])})
-        log(f"seed {seed} {strategy}: LoRA student on {len(labelled):,} labels in {result['seconds']:.0f} s")
+        out.append({"seed": seed, "strategy": strategy, "labels": len(labelled), "recipe": recipe.name,
+                    "weights_format": result["weights_format"],
+                    "seconds": result["seconds"], "metrics": _summary(result["metrics"])})
+        log(f"seed {seed} {strategy}: {recipe.name} student on {len(labelled):,} labels in {result['seconds']:.0f} s")
     return out
 
 
 def finetune_notes(finetuned: list[dict[str, Any]], rare: str) -> list[str]:
-    """Per strategy: the LoRA students' test MAE and rare-tier F1; paired against random where both ran."""
+    """Per strategy: the fine-tuned students' test MAE and rare-tier F1; paired against random where both ran."""
     if not finetuned:
         return []
     by = {(r["seed"], r["strategy"]): r["metrics"] for r in finetuned}
@@ -267,7 +273,7 @@ def finetune_notes(finetuned: list[dict[str, Any]], rare: str) -> list[str]:
         seeds = [s for s, st in by if st == strategy]
         f1 = np.array([_nan(by[s, strategy]["per_tier"][rare]["f1"]) for s in seeds])
         mae = np.array([by[s, strategy]["mae"] for s in seeds])
-        line = (f"LoRA student at the budget, {strategy}: MAE {_sd(mae)}, {rare} F1 {_sd(f1)} "
+        line = (f"{finetuned[0]['recipe']} student at the budget, {strategy}: MAE {_sd(mae)}, {rare} F1 {_sd(f1)} "
                 f"(seeds {', '.join(map(str, seeds))})")
         paired = [s for s in seeds if (s, "random") in by]
         if strategy != "random" and paired:

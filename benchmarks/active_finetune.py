@@ -4,7 +4,8 @@ The ridge students refitted every round are a cheap stand-in; what a user
 ships is a fine-tuned network. For each chosen strategy and seed, the labels a
 strategy holds at the budget become a train split (the simulation's fixed val
 split is its val), `distill-train`'s own loop fits a MiniLM LoRA student on
-it, and the student is scored on the fixed test split with
+it (LoRA, or with `--finetune-full` every weight, as the shipped student is
+trained), and the student is scored on the fixed test split with
 distill-evaluate's metrics. Minutes per run on a CPU, so it is opt-in.
 """
 
@@ -26,9 +27,18 @@ from distill.scoring import overall_scores, tiers_for
 class FinetuneRecipe:
     epochs: int = 2
     max_length: int = 128
+    full_finetune: bool = False
     lora_rank: int = 16
-    learning_rate: float = 5e-4
     batch_size: int = 16
+
+    @property
+    def learning_rate(self) -> float:
+        # The shipped student's full fine-tune peaks at 1e-4; an adapter alone needs a larger step.
+        return 1e-4 if self.full_finetune else 5e-4
+
+    @property
+    def name(self) -> str:
+        return "full fine-tune" if self.full_finetune else "LoRA"
 
 
 def write_split(path: Path, spec: Any, ids: list[str], texts: list[str], targets: np.ndarray) -> None:
@@ -41,7 +51,7 @@ def write_split(path: Path, spec: Any, ids: list[str], texts: list[str], targets
 
 def finetune_and_score(data: Any, filter_id: str, labelled: np.ndarray, seed: int, recipe: FinetuneRecipe,
                        model_name: str) -> dict[str, Any]:
-    """Train a LoRA student on `labelled` (val: the fixed val split), return its test metrics and seconds."""
+    """Train a student on `labelled` (val: the fixed val split); its test metrics, weights format and seconds."""
     from distill.artifact import TargetScaler
     from distill.evaluate.metrics import evaluate_predictions
     from distill.student.encode import encode_texts
@@ -59,12 +69,12 @@ def finetune_and_score(data: Any, filter_id: str, labelled: np.ndarray, seed: in
         settings = TrainSettings(filter=filter_id, data_dir=folder, output_dir=folder / "student",
                                  model_name=model_name, epochs=recipe.epochs, batch_size=recipe.batch_size,
                                  learning_rate=recipe.learning_rate, max_length=recipe.max_length,
-                                 loss="mse+l1", tier_balance=0.5, lora_rank=recipe.lora_rank, patience=0,
-                                 seed=seed)
+                                 loss="mse+l1", tier_balance=0.5, lora_rank=recipe.lora_rank,
+                                 full_finetune=recipe.full_finetune, patience=0, seed=seed)
         model_dir = train(settings, echo=lambda _: None)
         model, tokenizer, info = load_student(model_dir)
         token_ids = encode_texts(tokenizer, [data.texts[i] for i in data.test], info.max_tokens, info.head_share)
         scores = TargetScaler.from_info(info).to_scores(predict_raw(model, tokenizer, token_ids, 32))
     predictions = np.clip(np.asarray(scores, dtype=np.float64), 0.0, 10.0)
     metrics = evaluate_predictions(data.spec, predictions, data.targets[data.test])
-    return {"metrics": metrics, "seconds": time.perf_counter() - began}
+    return {"metrics": metrics, "weights_format": info.weights_format, "seconds": time.perf_counter() - began}

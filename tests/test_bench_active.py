@@ -44,9 +44,10 @@ def test_bad_settings_are_reported_together(tmp_path):
         settings.validate()
 
 
-def test_finetune_trains_a_lora_student_on_each_strategys_final_labels(tmp_path, shared_labelled):
+@pytest.mark.parametrize(("full", "recipe", "weights"), [(False, "LoRA", "peft-lora"), (True, "full fine-tune", "full")])
+def test_finetune_trains_a_student_on_each_strategys_final_labels(tmp_path, shared_labelled, full, recipe, weights):
     tiny = TINY | dict(seeds=(0,), strategies=("random", "mixed"), finetune=("random", "mixed"),
-                       finetune_epochs=1, finetune_tokens=32)
+                       finetune_epochs=1, finetune_tokens=32, finetune_full=full)
     result = run_active(ActiveSettings(data=shared_labelled, work=tmp_path / "work", **tiny), None,
                         log=lambda _: None)
     finetuned = result.to_json()["settings"]["finetuned"]
@@ -54,7 +55,8 @@ def test_finetune_trains_a_lora_student_on_each_strategys_final_labels(tmp_path,
     for record in finetuned:
         assert 0 < record["metrics"]["mae"] < 4 and 0 <= record["metrics"]["tier_accuracy"] <= 1
         assert record["metrics"]["per_tier"]["promising"]["support"] > 0
-    assert any(n.startswith("LoRA student at the budget, mixed") and "paired - random" in n for n in result.notes)
+        assert (record["recipe"], record["weights_format"]) == (recipe, weights)  # as distill.json records it
+    assert any(n.startswith(f"{recipe} student at the budget, mixed") and "paired - random" in n for n in result.notes)
 
 
 def test_finetune_must_name_simulated_strategies(tmp_path, shared_labelled):
