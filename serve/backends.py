@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import importlib.util
 import queue
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,6 +45,7 @@ from distill.student.files import ADAPTER_FILE, FULL_FILE, FULL_INDEX_FILE, OPEN
 from distill.student.files import ONNX_FILES as EXPORTED_ONNX
 from distill.student.openvino_settings import compile_configs
 from distill.student.probe import PROBE_TEXTS, Probe, ProbeResult, compare, read_probe
+from distill.timing import fastest_run
 
 # The file each runtime reads per precision, in order of preference.
 ONNX_FILES = {"fp32": (EXPORTED_ONNX["fp32"],), "int8": (EXPORTED_ONNX["int8"],),
@@ -256,17 +256,6 @@ def full_batch_seconds(model: Backend) -> float:
 
 def full_batch_rows(limits: BackendLimits) -> int:
     return max(1, min(limits.max_batch, limits.token_budget // limits.max_tokens))
-
-
-def fastest_run(call: Any, runs: int = 3) -> float:
-    """The fastest of `runs` timed calls, after one untimed call that pays for lazy initialisation."""
-    call()
-    timings = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        call()
-        timings.append(time.perf_counter() - start)
-    return min(timings)
 
 
 def live_probe(model_dir: Path, info: StudentInfo, candidates: list[BackendChoice], threads: int) -> Probe | None:

@@ -6,7 +6,13 @@ from types import SimpleNamespace
 
 import pytest
 
-from distill.benchmarks.floor import article_gflop, cpu_flags, higher_peaks, matmul_peak, projection_shapes
+from distill.benchmarks.floor import (
+    article_gflop,
+    cpu_flags,
+    higher_peaks,
+    matmul_peak,
+    projection_shapes,
+)
 
 
 def minilm_like() -> SimpleNamespace:

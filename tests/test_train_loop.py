@@ -203,7 +203,7 @@ def test_overall_loss_and_bf16_run_end_to_end(tiny_bert_dir, tmp_path):
     ("avx2", "cuda", "auto", "bf16"),
     ("avx2", "cpu", "bf16", "bf16"),
 ])
-def test_auto_precision_trains_in_bf16_only_where_the_device_computes_it(
+def test_the_flags_make_auto_bf16_only_where_the_device_computes_it(
         flags, device, precision, expected, tmp_path, monkeypatch):
     from distill.cpu_features import cpu_features
 

@@ -32,6 +32,9 @@ FIXED_ON_RESUME = (
     "model_name", "full_finetune", "lora_rank", "load_in_4bit", "max_length", "seed",
     "batch_size", "loss", "tier_balance", "learning_rate", "warmup_ratio", "weight_decay",
 )
+# Settings whose `auto` the first run settled and saved: on resume `auto` keeps that value
+# (the precision was timed on this run's model; timing again could switch it mid-run).
+SETTLED_ON_FIRST_RUN = ("precision",)
 START_OVER = "start without --resume to train from scratch"
 
 
@@ -175,6 +178,9 @@ def reconcile_settings(saved: dict[str, Any], current: dict[str, Any]) -> tuple[
             continue
         if key not in current:
             notes.append(f"{key}: checkpoint has {old!r}, a setting this version does not know; ignored")
+        elif key in SETTLED_ON_FIRST_RUN and new == "auto":
+            merged[key] = old
+            notes.append(f"{key}: auto, settled as {old!r} when the run started; keeping it")
         elif key in FIXED_ON_RESUME:
             merged[key] = old
             notes.append(f"{key}: checkpoint has {old!r}, flag says {new!r}; keeping the checkpoint's")

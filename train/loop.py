@@ -38,8 +38,9 @@ from distill.student.predict import predict_raw
 from distill.train import checkpoint as ckpt
 from distill.train.data import length_grouped_batches, tier_balance_weights
 from distill.train.model import build_student, pad_batch, save_student
+from distill.train.precision import longest_batch, settle_precision
 from distill.train.settings import TrainSettings
-from distill.train.tracking import Tracker, open_tracker
+from distill.train.tracking import Tracker, open_tracker, require_package
 
 Echo = Callable[[str], None]
 
@@ -316,11 +317,15 @@ def setup(settings: TrainSettings, echo: Echo) -> tuple[TrainRun, TrainState]:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     max_tokens = settings.max_length or spec.truncation.student_tokens
     # Before the model loads, so a missing tracker package fails in a second, not minutes.
-    tracker = open_tracker(settings.report_to, out, settings.to_json())
+    require_package(settings.report_to)
 
     model, tokenizer, arch = setup_model(settings, spec, device)
     data = setup_data(settings, spec, tokenizer, max_tokens, echo)
     optimizer = setup_optimizer(model, settings)
+    # `auto` becomes bf16 or fp32 here, in the settings that the tracker, checkpoints and distill.json record.
+    batch = longest_batch(data.train_ids, settings.batch_size, tokenizer.pad_token_id)
+    settings = settle_precision(settings, model, batch, device, echo, accelerator)
+    tracker = open_tracker(settings.report_to, out, settings.to_json())
     run = TrainRun(settings, spec, out, model, model, tokenizer, arch, data, optimizer, device, max_tokens,
                    accelerator, echo, tracker)
     state = TrainState()
@@ -333,7 +338,7 @@ def setup(settings: TrainSettings, echo: Echo) -> tuple[TrainRun, TrainState]:
         run.model, run.device = accelerator.prepare_model(model), accelerator.device.type
     echo(f"Training {settings.model_name} ({arch}, {'full' if settings.full_finetune else f'LoRA r={settings.lora_rank}'}, "
          f"{trainable / 1e6:.2f}M trainable) on {len(data.train_ids)} examples, {len(data.val_ids)} val, "
-         f"{max_tokens} tokens, {run.device} in {settings.resolved_precision(run.device)}, "
+         f"{max_tokens} tokens, {run.device} in {settings.precision}, "
          f"attention {model.config._attn_implementation}")
     return run, state
 
@@ -345,7 +350,7 @@ def train_epoch(run: TrainRun, state: TrainState) -> float | None:
     settings, data, device, epoch = run.settings, run.data, run.device, state.epoch
     total_steps = run.steps_per_epoch * settings.epochs
     autocast = torch.autocast("cuda" if device == "cuda" else "cpu", dtype=torch.bfloat16,
-                              enabled=settings.resolved_precision(device) == "bf16")
+                              enabled=settings.precision == "bf16")
     overall_coef = torch.tensor(data.overall_coef, device=device)
     batches = length_grouped_batches(run.lengths, settings.batch_size, settings.seed, epoch)
     skip = state.step_in_epoch
@@ -429,9 +434,7 @@ def student_info(run: TrainRun, state: TrainState, metrics: dict[str, Any]) -> S
         architecture=run.arch, weights_format="full" if settings.full_finetune else "peft-lora",
         max_tokens=run.max_tokens, head_share=spec.truncation.head_share,
         target_mean=data.scaler.mean.tolist(), target_std=data.scaler.std.tolist(),
-        # precision as run (auto resolved), so the card says what this machine actually did
-        metrics=metrics, training={**settings.to_json(), "precision": settings.resolved_precision(run.device),
-                                   "train_seconds": round(state.train_seconds, 1),
+        metrics=metrics, training={**settings.to_json(), "train_seconds": round(state.train_seconds, 1),
                                    "train_examples": len(data.train_ids), "val_examples": len(data.val_ids)},
     )
 

@@ -43,7 +43,9 @@ class TrainSettings(Settings):
     patience: int = field(default=2, metadata={"help": "stop after this many epochs without a better val MAE (0 = never stop early)"})
     precision: str = field(default="auto", metadata={"choices": PRECISIONS, "help": (
         "matmul precision of the forward and backward pass (weights and optimiser stay fp32): bf16 autocast, "
-        "or fp32; auto = bf16 on CUDA and on CPUs with AMX or AVX-512 BF16, else fp32")})
+        "or fp32; auto = bf16 on CUDA and on CPUs with AMX, fp32 on CPUs without bf16 units, and on AVX-512 "
+        "BF16 without AMX whichever runs the longest batch faster (timed at start-up); the settled choice "
+        "is saved, and --resume keeps it")})
     seed: int = field(default=42, metadata={"help": "seed for init, dropout and the data order"})
     resume: bool = field(default=False, metadata={"help": "continue from the latest checkpoint in --output-dir (weights, optimiser, step, data order)"})
     save_steps: int = field(default=0, metadata={"help": "also checkpoint every N optimiser steps within an epoch (0 = only at epoch ends)"})
@@ -56,7 +58,8 @@ class TrainSettings(Settings):
         return Path(self.output_dir) if self.output_dir else Path("models") / filter_name
 
     def resolved_precision(self, device: str) -> str:
-        """bf16 or fp32: what `auto` means on this device (bf16 on a CPU without it is emulated and slow)."""
+        """bf16 or fp32: what the device's flags make of `auto` (bf16 on a CPU without it is emulated
+        and slow). A bf16 answer on a CPU without AMX is only a candidate: train/precision.py times it."""
         if self.precision != "auto":
             return self.precision
         if device == "cuda":

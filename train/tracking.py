@@ -34,14 +34,21 @@ class Tracker:
         self.accelerator.end_training()
 
 
+def require_package(report_to: str | None) -> None:
+    """One ConfigError naming the package `report_to` needs, if it is not installed."""
+    if report_to is None:
+        return
+    pip_name, module = PACKAGES[report_to]
+    if importlib.util.find_spec(module) is None:
+        raise ConfigError(f"--report-to {report_to}: the {pip_name} package is not installed: pip install {pip_name}")
+
+
 def open_tracker(report_to: str | None, out: Path, config: dict[str, Any]) -> Tracker | None:
     """A started tracker for `report_to` (None: none asked for), with the run's resolved
     settings as its config; a missing package is one ConfigError naming it."""
     if report_to is None:
         return None
-    pip_name, module = PACKAGES[report_to]
-    if importlib.util.find_spec(module) is None:
-        raise ConfigError(f"--report-to {report_to}: the {pip_name} package is not installed: pip install {pip_name}")
+    require_package(report_to)
     from accelerate import Accelerator
 
     # An Accelerator of its own for logging; under `accelerate launch` it shares the run's process state.
