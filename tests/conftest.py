@@ -1,4 +1,4 @@
-"""Shared fixtures: real small files from PyPI packages, tiny random models, shared data."""
+"""Shared fixtures: real small files from PyPI packages, tiny random models, shared data and articles."""
 
 from __future__ import annotations
 
@@ -27,6 +27,62 @@ def shared_labelled() -> Path:
     if not SHARED_LABELLED.is_file():
         pytest.skip(f"real labelled data not present at {SHARED_LABELLED}")
     return SHARED_LABELLED
+
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples/corpus.jsonl"
+FALLBACK_ROWS = 200  # the most rows any test reads from `real_articles`
+COPY_SHIFT = 9  # words each further copy of an example starts later; the shortest kept has 96
+
+
+@pytest.fixture(scope="session")
+def real_articles(tmp_path_factory) -> Path:
+    """Article records (id, title, content, url) for tests that need realistic text but no labels:
+    the shared labelled file when present, else FALLBACK_ROWS rows built from examples/corpus.jsonl,
+    so those tests still run on machines without ../shared."""
+    if SHARED_LABELLED.is_file():
+        return SHARED_LABELLED
+    return write_jsonl(tmp_path_factory.mktemp("articles") / "articles.jsonl", example_rows(FALLBACK_ROWS))
+
+
+def example_rows(count: int) -> list[dict]:
+    """`count` rows cycling through the example articles; the n-th copy of one gets the id `ID~n`
+    and its words rotated by COPY_SHIFT per copy, since a verbatim repeat would score exactly like
+    its original and tests check that per-article outputs differ."""
+    articles = example_articles()
+    rows = []
+    for index in range(count):
+        copy, position = divmod(index, len(articles))
+        article = articles[position]
+        words = article["content"].split(" ")  # single spaces: paragraph breaks survive the rotation
+        shift = copy * COPY_SHIFT
+        row = dict(article, content=" ".join(words[shift:] + words[:shift]))
+        if copy:
+            row["id"] = f"{article['id']}~{copy + 1}"
+        row.setdefault("url", f"https://example.org/articles/{row['id']}")
+        rows.append(row)
+    return rows
+
+
+def example_articles() -> list[dict]:
+    """The valid examples that sustainability/v1's prefilter passes: the labelled file holds only
+    articles distill-label let through, and tests count the blocked ones as those they add."""
+    from distill.filter_spec import load_filter
+    from distill.prefilter import PASSED, Prefilter
+    from distill.records import Article
+
+    prefilter = Prefilter(load_filter("sustainability/v1"))
+    articles, seen = [], set()
+    for line in EXAMPLES.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # the examples hold an empty and a malformed line on purpose
+        if not record.get("content") or record["id"] in seen:
+            continue
+        seen.add(record["id"])
+        if prefilter.check(Article(record["id"], record["content"], record.get("title", ""))) == PASSED:
+            articles.append(record)
+    return articles
 
 
 @pytest.fixture(scope="session")

@@ -59,8 +59,8 @@ def test_finetune_trains_a_student_on_each_strategys_final_labels(tmp_path, shar
     assert any(n.startswith(f"{recipe} student at the budget, mixed") and "paired - random" in n for n in result.notes)
 
 
-def test_finetune_must_name_simulated_strategies(tmp_path, shared_labelled):
+def test_finetune_must_name_simulated_strategies(tmp_path, real_articles):
     from distill.errors import ConfigError
 
     with pytest.raises(ConfigError, match="--finetune: 'uncertain' is not among --strategies"):
-        ActiveSettings(data=shared_labelled, **TINY, finetune=("uncertain",)).validate()
+        ActiveSettings(data=real_articles, **TINY, finetune=("uncertain",)).validate()

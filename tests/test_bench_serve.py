@@ -71,8 +71,8 @@ def test_percentiles_metrics_ratios_and_targets():
     assert "4.00x (met)" in notes and "89% (met)" in notes and "p99 <= 1 s: 700 ms (met)" in notes
 
 
-def test_articles_are_real_distinct_and_trimmed_to_id_title_content(shared_labelled):
-    articles = read_articles(shared_labelled, 50)
+def test_articles_are_real_distinct_and_trimmed_to_id_title_content(real_articles):
+    articles = read_articles(real_articles, 50)
     assert len(articles) == 50 and len({a["id"] for a in articles}) == 50
     assert all(set(a) <= {"id", "title", "content"} and len(a["content"]) > 50 for a in articles)
 

@@ -191,12 +191,12 @@ def score(corpus: Path, model: Path, out: Path) -> list[dict]:
     return [json.loads(line) for line in out.read_text().splitlines() if json.loads(line)["scores"]]
 
 
-def test_distill_score_applies_the_operating_point(tmp_path_factory, tmp_path, tiny_bert_dir, shared_labelled):
+def test_distill_score_applies_the_operating_point(tmp_path_factory, tmp_path, tiny_bert_dir, real_articles):
     pytest.importorskip("torch")
     info = StudentInfo(SPEC.name, SPEC.version, SPEC.config_hash, SPEC.dimension_names, "tiny", "encoder", "full",
                        64, 0.8, [4.0] * DIMS, [6.0] * DIMS)
     student = tiny_student(tmp_path_factory, tiny_bert_dir, info)
-    corpus = write_jsonl(tmp_path / "corpus.jsonl", first_rows(shared_labelled, 30))
+    corpus = write_jsonl(tmp_path / "corpus.jsonl", first_rows(real_articles, 30))
     plain = score(corpus, student, tmp_path / "plain.jsonl")  # no calibration.json: the filter's thresholds
     assert all(r["tier"] == tier_for(SPEC, r["overall_score"]) for r in plain)
     # the shift that lifts one article just onto the boundary of the tier above its own (half the

@@ -52,8 +52,8 @@ def export(tmp_path_factory, student) -> Path:
 
 
 @pytest.fixture(scope="module")
-def real_rows(shared_labelled) -> list[dict]:
-    return first_rows(shared_labelled, 150)
+def real_rows(real_articles) -> list[dict]:
+    return first_rows(real_articles, 150)
 
 
 @pytest.fixture

@@ -55,8 +55,8 @@ def _filter_dir() -> Path:
 
 
 @pytest.fixture
-def corpus(tmp_path, shared_labelled) -> Path:
-    rows = first_rows(shared_labelled, 60)
+def corpus(tmp_path, real_articles) -> Path:
+    rows = first_rows(real_articles, 60)
     rows.insert(10, "{broken")
     rows.append({"id": "short-1", "title": "Tiny", "content": "Too short to judge."})
     return write_jsonl(tmp_path / "corpus.jsonl", rows)

@@ -55,9 +55,9 @@ def student(tmp_path_factory, minilm_dir) -> Path:
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory, shared_labelled) -> Path:
+def corpus(tmp_path_factory, real_articles) -> Path:
     """200 real articles with a bad line, a duplicate id and one the prefilter blocks."""
-    rows = first_rows(shared_labelled, 200)
+    rows = first_rows(real_articles, 200)
     rows[50:50] = ["{not json", dict(rows[3], title="same id again"),
                    {"id": "short-1", "title": "Tiny", "content": "Too short to judge."}]
     rows.append({"title": "no id", "content": "text " * 40})

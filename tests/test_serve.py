@@ -98,9 +98,9 @@ def make_students(tmp_path_factory, tiny_bert_dir) -> dict[str, Path]:
     return folders
 
 
-def request_articles(shared_labelled: Path) -> list:
+def request_articles(path: Path) -> list:
     """24 real articles, two the prefilter blocks and four bad ones, interleaved."""
-    rows = [{k: r[k] for k in ("id", "title", "content", "url")} for r in first_rows(shared_labelled, 24)]
+    rows = [{k: r[k] for k in ("id", "title", "content", "url")} for r in first_rows(path, 24)]
     blocked = [{"id": "short-1", "title": "Tiny", "content": "Too short to judge."},
                {"id": "gossip-1", "content": GOSSIP}]
     return rows[:8] + BAD[:2] + blocked + rows[8:16] + BAD[2:] + rows[16:]
@@ -112,8 +112,8 @@ def students(tmp_path_factory, tiny_bert_dir) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="module")
-def articles(shared_labelled) -> list:
-    return request_articles(shared_labelled)
+def articles(real_articles) -> list:
+    return request_articles(real_articles)
 
 
 @pytest.fixture(scope="module")
@@ -332,10 +332,12 @@ def test_a_client_that_goes_away_costs_nothing(guarded, articles):
     assert post(guarded, {"articles": [articles[0]]}, auth).status_code == 200  # still serving
 
 
-def test_health_readiness_metrics_and_docs(server):
+def test_health_readiness_metrics_and_docs(server, articles):
     assert server.url.startswith("http://127.0.0.1:")  # the default --host
     assert httpx.get(server.url + "/healthz").json() == {"status": "ok"}
     assert httpx.get(server.url + "/readyz").json() == {"status": "ready"}
+    # The phase timings have samples only once something was scored: score here, not in an earlier test.
+    assert post(server, {"articles": [articles[0]]}).status_code == 200
     metrics = httpx.get(server.url + "/metrics")
     assert metrics.headers["content-type"].startswith("text/plain")
     for name in ("distill_requests_total{", "distill_request_seconds_bucket{", "distill_batch_articles_bucket{",

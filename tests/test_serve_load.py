@@ -43,8 +43,8 @@ def student(tmp_path_factory, tiny_bert_dir) -> Path:
 
 
 @pytest.fixture(scope="module")
-def articles(shared_labelled) -> list:
-    return request_articles(shared_labelled)
+def articles(real_articles) -> list:
+    return request_articles(real_articles)
 
 
 def rss_mb(pid: int) -> float:

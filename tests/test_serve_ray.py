@@ -16,8 +16,8 @@ def students(tmp_path_factory, tiny_bert_dir) -> dict:
 
 
 @pytest.fixture(scope="module")
-def articles(shared_labelled) -> list:
-    return request_articles(shared_labelled)
+def articles(real_articles) -> list:
+    return request_articles(real_articles)
 
 
 @pytest.fixture(scope="module")

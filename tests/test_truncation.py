@@ -69,7 +69,7 @@ def test_clip_chars_leaves_ordinary_text_alone_and_bounds_huge_text():
 
 
 @pytest.mark.parametrize("tokenizer_fixture", ["minilm_dir", "qwen_tokenizer_dir"])
-def test_clipping_before_tokenising_gives_the_same_ids(request, tokenizer_fixture, shared_labelled):
+def test_clipping_before_tokenising_gives_the_same_ids(request, tokenizer_fixture, real_articles):
     """Real articles, and long ones made by joining them (which the clip does cut): the
     student's ids are the same whether the text was clipped first or tokenised whole."""
     from transformers import AutoTokenizer
@@ -78,7 +78,7 @@ def test_clipping_before_tokenising_gives_the_same_ids(request, tokenizer_fixtur
 
     tokenizer = AutoTokenizer.from_pretrained(str(request.getfixturevalue(tokenizer_fixture)))
     tokenizer.model_max_length = 1 << 30
-    rows = first_rows(shared_labelled, 200)
+    rows = first_rows(real_articles, 200)
     texts = [article_text(r.get("title", ""), r["content"]) for r in rows]
     long_texts = ["\n\n".join(texts[i:i + 40]) for i in range(0, 160, 20)]
     for max_tokens, share in ((64, 0.8), (512, 0.8), (512, 0.5), (256, 1.0)):
