@@ -24,15 +24,6 @@ from distill.cli import run_main
 from distill.settings import options_from
 
 
-def _peak_runs(floor: dict) -> str:
-    """Both peak measurements, where the run took two (the floor keeps the higher of each)."""
-    runs = floor.get("peak_gflops_measured")
-    if not runs:
-        return ""
-    return ("; the higher of two measurements, before and after the runs: "
-            + " / ".join(", ".join(f"{p} {g}" for p, g in run.items()) for run in runs))
-
-
 def output_options(func: Any) -> Any:
     func = click.option("--tag", default="", show_default=True,
                         help="suffix of the results files (<name>-<tag>.json), e.g. the machine")(func)
@@ -212,3 +203,12 @@ main = run_main(command)
 
 if __name__ == "__main__":
     main()
+
+
+def _peak_runs(floor: dict) -> str:
+    """Both peak measurements, where the run took two (the floor keeps the higher of each)."""
+    runs = floor.get("peak_gflops_measured")
+    if not runs:
+        return ""
+    return ("; the higher of two measurements, before and after the runs: "
+            + " / ".join(", ".join(f"{p} {g}" for p, g in run.items()) for run in runs))
