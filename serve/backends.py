@@ -39,7 +39,7 @@ from distill.artifact import StudentInfo
 from distill.cpu_features import CpuFeatures, cpu_features
 from distill.ensemble import TokenRidge
 from distill.errors import ConfigError, ModelArtifactError
-from distill.serve.batcher import Backend, BackendLimits
+from distill.serve.batcher import Backend, BackendLimits, padded_shape
 from distill.student.encode import pad_sequences
 from distill.student.files import ADAPTER_FILE, FULL_FILE, FULL_INDEX_FILE, OPENVINO_INT8_FILE
 from distill.student.files import ONNX_FILES as EXPORTED_ONNX
@@ -312,7 +312,8 @@ def open_model(model_dir: Path, info: StudentInfo, choice: BackendChoice, thread
     if choice.backend == "onnx":
         return OnnxBackend(model_file(model_dir, choice), info, limits, pad_id, choice, threads)
     if choice.backend == "openvino":
-        limits = BackendLimits(limits.max_tokens, limits.max_batch, limits.token_budget, streams)
+        limits = BackendLimits(limits.max_tokens, limits.max_batch, limits.token_budget, streams,
+                               OpenVinoBackend.WIDTH_STEP)
         return OpenVinoBackend(model_file(model_dir, choice), info, limits, pad_id, choice, threads)
     return TorchBackend(model_dir, info, limits, pad_id, choice, threads, compile_model)
 
@@ -483,9 +484,10 @@ class OpenVinoBackend(ExportBackend):
 
     OpenVINO keeps compiled kernels for every input shape it has seen (about
     2 MB each here: 750 shapes took a process from 133 MB to 1.46 GB), so batches
-    are padded to a bounded set of shapes: widths to a multiple of WIDTH_STEP
-    (padding is masked, outputs are unchanged) and row counts to a power of two
-    (extra rows repeat the first; only a window's partial batches have them).
+    are padded to a bounded set of shapes (batcher.padded_shape, with WIDTH_STEP
+    in the limits so batches are planned in those shapes): widths to a multiple
+    of WIDTH_STEP (padding is masked, outputs are unchanged) and row counts to a
+    power of two or the budget's rows at that width (extra rows repeat the first).
     """
 
     WIDTH_STEP = 32
@@ -530,11 +532,9 @@ class OpenVinoBackend(ExportBackend):
             self.requests.put(request)
 
     def _bucketed(self, sequences: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
-        rows = 1 << (len(sequences) - 1).bit_length()
+        rows, width = padded_shape(len(sequences), max(map(len, sequences)), self.limits)
         ids, mask = pad_sequences(list(sequences) + [sequences[0]] * (rows - len(sequences)), self.pad_id)
-        longest = ids.shape[1]
-        width = min(-(-longest // self.WIDTH_STEP) * self.WIDTH_STEP, max(longest, self.limits.max_tokens))
-        extra = width - longest
+        extra = width - ids.shape[1]
         if extra:
             ids = np.pad(ids, ((0, 0), (0, extra)), constant_values=self.pad_id)
             mask = np.pad(mask, ((0, 0), (0, extra)))

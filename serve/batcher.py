@@ -5,6 +5,11 @@ large budget fails on the first batch rather than the last) and cut greedily
 into batches whose padded size, rows x longest row, stays within the
 backend's token budget. Results are scattered back to window positions by
 index, so callers see them in the order they handed the sequences in.
+
+A backend that compiles kernels per input shape (OpenVINO) pads each batch
+to one of a bounded set of shapes (`padded_shape`); batches are then planned
+in those shapes, so the budget holds for what actually runs and the padding
+counted is the padding computed.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ class BackendLimits:
     max_batch: int  # rows per batch at most
     token_budget: int  # padded tokens (rows x longest row) per batch that suit the device
     streams: int = 1  # predict calls that may run at once (OpenVINO inference streams)
+    width_step: int = 1  # >1: the backend pads batches to bounded shapes (padded_shape)
 
 
 class Backend(Protocol):
@@ -54,15 +60,34 @@ class Timings:
         return 1 - self.real_tokens / self.padded_tokens if self.padded_tokens else 0.0
 
 
+def padded_shape(rows: int, longest: int, limits: BackendLimits) -> tuple[int, int]:
+    """(rows, width) that a batch of `rows` sequences, the longest `longest` tokens, runs at.
+
+    With `width_step` 1, the batch as it is. Otherwise the width rounds up to a
+    multiple of the step (never past max_tokens) and the rows up to a power of
+    two, or to the rows the token budget fits at that width where the power of
+    two would pass it: a budget-full batch, the common one, runs unpadded (a
+    batch of 9 at width 224 once ran as 16: 12% of the tokens a 99K corpus ran were
+    wasted), and each width still sees a handful of row counts.
+    """
+    step = limits.width_step
+    if step == 1:
+        return rows, longest
+    width = min(-(-longest // step) * step, max(longest, limits.max_tokens))
+    padded = 1 << (rows - 1).bit_length()
+    fits = min(limits.max_batch, limits.token_budget // width)
+    return (min(padded, fits) if rows <= fits else padded), width
+
+
 def plan_batches(lengths: list[int], limits: BackendLimits) -> list[list[int]]:
     """Groups of positions into `lengths`, longest first, each within the limits."""
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
     batches: list[list[int]] = []
     current: list[int] = []
     for i in order:
-        longest = lengths[current[0]] if current else lengths[i]
+        width = padded_shape(1, lengths[current[0]] if current else lengths[i], limits)[1]
         rows = len(current) + 1
-        if current and (rows > limits.max_batch or rows * longest > limits.token_budget):
+        if current and (rows > limits.max_batch or rows * width > limits.token_budget):
             batches.append(current)
             current = []
         current.append(i)
@@ -81,5 +106,6 @@ def predict_window(backend: Backend, sequences: list[list[int]], timings: Timing
         timings.infer += time.perf_counter() - start
         timings.batches += 1
         timings.real_tokens += sum(lengths[i] for i in batch)
-        timings.padded_tokens += len(batch) * lengths[batch[0]]
+        rows, width = padded_shape(len(batch), lengths[batch[0]], backend.limits)
+        timings.padded_tokens += rows * width
     return out

@@ -281,7 +281,7 @@ def test_the_torch_free_tokenizer_gives_the_ids_training_saw(fixture, request):
 
 def test_openvino_pads_batches_to_few_shapes_without_changing_outputs(export):
     """OpenVINO keeps kernels per input shape: widths go to a multiple of 32 and rows to a
-    power of two, so a long run sees few shapes; the padding is masked or dropped."""
+    power of two or the budget's rows, so a long run sees few shapes; the padding is masked or dropped."""
     pytest.importorskip("openvino")
     choice = backends.BackendChoice("openvino", "cpu", "fp32")
     model = backends.open_model(export, student_info(), choice, threads=1)
@@ -292,6 +292,8 @@ def test_openvino_pads_batches_to_few_shapes_without_changing_outputs(export):
     assert ids.shape == (4, 64) and mask[:3].sum() == sum(map(len, sequences))
     np.testing.assert_allclose(model.predict(sequences), reference.predict(sequences), atol=1e-4)
     assert model._bucketed([[101] * 250])[0].shape == (1, 256)  # never past the student's max tokens
+    assert model.limits.width_step == model.WIDTH_STEP  # the batcher plans in these shapes
+    assert model._bucketed([[101] * 200] * 9)[0].shape == (9, 224)  # a budget-full batch: no extra rows
 
 
 def test_openvino_streams_take_calls_from_several_threads_at_once(export):
