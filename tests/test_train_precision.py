@@ -118,6 +118,23 @@ def test_a_resume_keeps_the_settled_precision_and_does_not_time_again(tiny_bert_
     assert saved_precisions(out) == ("fp32", "fp32")
 
 
+def test_a_bf16_run_resumed_where_bf16_is_emulated_continues_in_fp32(tiny_bert_dir, tmp_path, cpu_flags):
+    """Settled as bf16 (a GPU, or AMX here) and resumed under auto on a CPU without bf16 units:
+    emulated bf16 would be many times slower, so the resume trains in fp32 and says so."""
+    cpu_flags(AMX)
+    data = synthetic_split(tmp_path / "data")
+    loop.train(settings_for(tiny_bert_dir, data, tmp_path / "m", epochs=1), echo=lambda _: None)
+    assert saved_precisions(tmp_path / "m") == ("bf16", "bf16")
+
+    cpu_flags(NO_BF16)
+    lines: list[str] = []
+    out = loop.train(settings_for(tiny_bert_dir, data, tmp_path / "m", epochs=2, resume=True), echo=lines.append)
+    assert any("settled as 'bf16' when the run started, but this machine has no bf16 units" in line
+               for line in lines)
+    assert any("cpu in fp32," in line for line in lines)
+    assert saved_precisions(out) == ("fp32", "fp32")
+
+
 @pytest.mark.parametrize(("asked", "device", "expected"), [
     ("bf16", "cpu", "bf16"), ("fp32", "cpu", "fp32"), ("auto", "cuda", "bf16"),
 ])
@@ -170,3 +187,9 @@ def test_resume_reconciles_a_settled_precision():
     merged, notes = ckpt.reconcile_settings(saved, {"precision": "bf16", "seed": 3})
     assert merged["precision"] == "bf16"  # an explicit flag still wins, and says so
     assert notes == ["precision: checkpoint had 'fp32'; using 'bf16' from the flags"]
+    # settled as bf16 on a machine with bf16 units: kept where this one has them, fp32 where it emulates
+    assert ckpt.reconcile_settings({"precision": "bf16"}, {"precision": "auto"})[0]["precision"] == "bf16"
+    assert ckpt.reconcile_settings({"precision": "bf16"}, {"precision": "auto"}, bf16_units=False)[0] == {
+        "precision": "fp32"}
+    assert ckpt.reconcile_settings({"precision": "bf16"}, {"precision": "bf16"}, bf16_units=False)[0] == {
+        "precision": "bf16"}  # asked for outright: kept

@@ -169,8 +169,11 @@ def _restore_optimizer(folder: Path, optimizer: Any, param_groups: list[dict[str
         raise CheckpointError(f"--resume: {path} does not fit this run's optimiser ({exc}); {START_OVER}") from None
 
 
-def reconcile_settings(saved: dict[str, Any], current: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
-    """Merge settings for a resume; each mismatch is reported with the value that wins."""
+def reconcile_settings(saved: dict[str, Any], current: dict[str, Any],
+                       bf16_units: bool = True) -> tuple[dict[str, Any], list[str]]:
+    """Merge settings for a resume; each mismatch is reported with the value that wins.
+    `bf16_units`: whether this machine computes bf16 natively; without, a run settled
+    as bf16 (on a GPU, say) resumes under `auto` in fp32 rather than emulating bf16."""
     merged, notes = dict(current), []
     for key, old in saved.items():
         new = current.get(key)
@@ -178,6 +181,11 @@ def reconcile_settings(saved: dict[str, Any], current: dict[str, Any]) -> tuple[
             continue
         if key not in current:
             notes.append(f"{key}: checkpoint has {old!r}, a setting this version does not know; ignored")
+        elif key == "precision" and new == "auto" and old == "bf16" and not bf16_units:
+            merged[key] = "fp32"
+            notes.append("precision: auto, settled as 'bf16' when the run started, but this machine has no "
+                         "bf16 units (it would emulate bf16, many times slower): resuming in fp32; "
+                         "--precision bf16 keeps bf16")
         elif key in SETTLED_ON_FIRST_RUN and new == "auto":
             merged[key] = old
             notes.append(f"{key}: auto, settled as {old!r} when the run started; keeping it")

@@ -39,7 +39,7 @@ from distill.train import checkpoint as ckpt
 from distill.train.data import length_grouped_batches, tier_balance_weights
 from distill.train.model import build_student, pad_batch, save_student
 from distill.train.precision import longest_batch, settle_precision
-from distill.train.settings import TrainSettings
+from distill.train.settings import TrainSettings, has_bf16_units
 from distill.train.tracking import Tracker, open_tracker, require_package
 
 Echo = Callable[[str], None]
@@ -309,12 +309,12 @@ def setup(settings: TrainSettings, echo: Echo) -> tuple[TrainRun, TrainState]:
     if accelerator is not None:
         accelerator.wait_for_everyone()  # the others read checkpoint-last only once it is tidied
     saved = None
+    device = "cuda" if torch.cuda.is_available() else "cpu"
     if settings.resume:
-        settings, saved = resume_settings(settings, last, echo)
+        settings, saved = resume_settings(settings, last, echo, device)
     if settings.num_threads:
         torch.set_num_threads(settings.num_threads)
     torch.manual_seed(settings.seed)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
     max_tokens = settings.max_length or spec.truncation.student_tokens
     # Before the model loads, so a missing tracker package fails in a second, not minutes.
     require_package(settings.report_to)
@@ -462,12 +462,13 @@ def prepare_output(out: Path, last: Path, best: Path) -> None:
         ckpt.staging_for(last).rmdir()
 
 
-def resume_settings(settings: TrainSettings, last: Path, echo: Echo) -> tuple[TrainSettings, dict[str, Any]]:
+def resume_settings(settings: TrainSettings, last: Path, echo: Echo,
+                    device: str) -> tuple[TrainSettings, dict[str, Any]]:
     """The settings to resume with (the checkpoint's win where they shape the run) and its state."""
     if not last.is_dir():
         raise ConfigError(f"--resume: no checkpoint in {last}; start without --resume")
     state = ckpt.read_state(last)
-    merged, notes = ckpt.reconcile_settings(state["settings"], settings.to_json())
+    merged, notes = ckpt.reconcile_settings(state["settings"], settings.to_json(), has_bf16_units(device))
     for note in notes:
         echo(f"  resume: {note}")
     try:

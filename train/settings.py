@@ -62,11 +62,7 @@ class TrainSettings(Settings):
         and slow). A bf16 answer on a CPU without AMX is only a candidate: train/precision.py times it."""
         if self.precision != "auto":
             return self.precision
-        if device == "cuda":
-            return "bf16"
-        from distill.cpu_features import cpu_features
-
-        return "bf16" if cpu_features().bf16 else "fp32"
+        return "bf16" if has_bf16_units(device) else "fp32"
 
     def problems(self) -> list[str]:
         problems = []
@@ -97,3 +93,12 @@ class TrainSettings(Settings):
         if self.load_in_4bit and self.full_finetune:
             problems.append("--load-in-4bit: 4-bit weights cannot be fully fine-tuned; drop --full-finetune")
         return problems
+
+
+def has_bf16_units(device: str) -> bool:
+    """Whether `device` computes bf16 natively: CUDA, or a CPU with AVX-512 BF16 or AMX."""
+    if device == "cuda":
+        return True
+    from distill.cpu_features import cpu_features
+
+    return cpu_features().bf16
