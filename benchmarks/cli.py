@@ -177,6 +177,7 @@ def throughput_result(raw: dict[str, Any]) -> BenchResult:
         "padding": f"{r['padding_share']:.0%}" if "padding_share" in r else None,
         "start-up s": r.get("startup_s"),
         "rounds ms/article": ", ".join(f"{ms:g}" for ms in r.get("rounds_ms_per_article", [])) or None,
+        "rounds x baseline": ", ".join(f"{x:g}" for x in r.get("rounds_speedup", [])) or None,
     } for r in raw["results"]]
     notes = [f"parity {name}: max |diff| {p['max_abs']:.2e}, mean {p['mean_abs']:.2e} over "
              f"{p['compared']} articles" for name, p in raw.get("parity", {}).items()]
@@ -190,7 +191,8 @@ def throughput_result(raw: dict[str, Any]) -> BenchResult:
     notes += [f"skipped {reason}" for reason in raw.get("skipped", [])]
     notes.append(f"threads {raw['machine'].get('threads')}, 1-min load average at start "
                  f"{raw['machine'].get('load_avg_1m')}, at end {raw.get('load_avg_1m_at_end')}; "
-                 f"each row is the median of {raw.get('rounds', 1)} interleaved round(s); times exclude start-up (model loading, and the compile "
+                 f"each row is the median of {raw.get('rounds', 1)} interleaved round(s), its x baseline the median of "
+                 "each round's ratio to that round's baseline; times exclude start-up (model loading, and the compile "
                  "for the compiled variant)")
     return BenchResult(
         name="throughput", title=f"scoring throughput, {raw['model']}, max {raw['max_tokens']} tokens",

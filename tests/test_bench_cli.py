@@ -57,7 +57,7 @@ def test_throughput_report_becomes_rows_with_speedups_and_parity_notes():
              "floor_ms": 50.0, "x_floor": 2.0},
             {"name": "distill-score onnx-cpu-int8", "articles": 100, "seconds": 2.5, "articles_per_s": 40.0,
              "ms_per_article": 25.0, "speedup_vs_baseline": 4.0, "padding_share": 0.031,
-             "floor_ms": 12.5, "x_floor": 2.0},
+             "floor_ms": 12.5, "x_floor": 2.0, "rounds_speedup": [4.0, 3.9, 4.1]},
         ],
         "floor": {"gflop_per_article": 5.1, "mean_tokens": 220.0, "cpu_flags": ["avx2"],
                   "peak_gflops": {"fp32": 102.0, "bf16": 1.5, "int8": 408.0},
@@ -68,9 +68,24 @@ def test_throughput_report_becomes_rows_with_speedups_and_parity_notes():
     result = throughput_result(raw)
     assert [row["x baseline"] for row in result.rows] == [1.0, 4.0]
     assert result.rows[1]["padding"] == "3%" and result.rows[0]["padding"] is None
+    assert result.rows[1]["rounds x baseline"] == "4, 3.9, 4.1" and result.rows[0]["rounds x baseline"] is None
     assert "parity onnx-int8 vs onnx-fp32: max |diff| 1.40e-02" in result.notes[0]
     table = "\n".join(markdown_table(result.columns, result.cells()))
     assert "| distill-score onnx-cpu-int8 | 100 | 25.00 | 40.00 | 4.00 | 12.50 | 2.00 | 3% |" in table
     assert any("matmul peak fp32 102.0 GFLOP/s, bf16 1.5 GFLOP/s, int8 408.0" in n and "avx2" in n
                and "before and after the runs: fp32 102.0, bf16 1.5, int8 390.0 / fp32 99.0" in n for n in result.notes)
     assert result.settings["data"] == "x.jsonl" and "results" not in result.settings
+
+
+def test_a_rows_speedup_compares_runs_of_the_same_round():
+    """The VM drifts between rounds: a slow baseline round must not lift a variant's ratio.
+    Medians of each would give 41 / 12 = 3.42 here; the rounds themselves say ~3.9."""
+    from distill.benchmarks.throughput import round_speedups
+
+    baseline = [{"ms_per_article": ms} for ms in (40.0, 55.0, 41.0)]
+    auto = [{"ms_per_article": ms} for ms in (10.0, 14.0, 12.0)]
+    ratios = round_speedups(baseline, auto)
+    assert ratios == [4.0, 3.93, 3.42]
+    assert sorted(ratios)[1] == 3.93
+    with pytest.raises(ValueError):  # rounds that do not pair up are a bug, not a shorter list
+        round_speedups(baseline, auto[:2])

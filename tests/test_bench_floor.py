@@ -69,7 +69,7 @@ def test_variants_of_an_emulated_precision_are_skipped_with_the_reason():
     from distill.benchmarks.throughput import VARIANTS, runnable_variants
 
     kept, skipped = runnable_variants({"fp32": 100.0, "bf16": 1.5, "int8": 200.0})
-    assert [v[1] for v in kept] == ["fp32", "fp32", "int8", "fp32", "int8", "auto"]  # auto picks per machine itself
+    assert [v[1] for v in kept] == ["auto", "fp32", "fp32", "int8", "fp32", "int8"]  # auto picks per machine itself
     assert len(skipped) == 3 and all("bf16 matmul peak 1.5 GFLOP/s" in reason for reason in skipped)
     assert runnable_variants({"fp32": 100.0, "bf16": 300.0, "int8": 200.0}) == (list(VARIANTS), [])
     kept, skipped = runnable_variants({"fp32": 100.0, "bf16": 300.0, "int8": 200.0}, static_int8=False)
