@@ -201,12 +201,6 @@ def throughput_result(raw: dict[str, Any]) -> BenchResult:
     )
 
 
-main = run_main(command)
-
-if __name__ == "__main__":
-    main()
-
-
 def _peak_runs(floor: dict) -> str:
     """Both peak measurements, where the run took two (the floor keeps the higher of each)."""
     runs = floor.get("peak_gflops_measured")
@@ -214,3 +208,9 @@ def _peak_runs(floor: dict) -> str:
         return ""
     return ("; the higher of two measurements, before and after the runs: "
             + " / ".join(", ".join(f"{p} {g}" for p, g in run.items()) for run in runs))
+
+
+main = run_main(command)
+
+if __name__ == "__main__":
+    main()

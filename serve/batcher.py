@@ -70,13 +70,18 @@ def padded_shape(rows: int, longest: int, limits: BackendLimits) -> tuple[int, i
     batch of 9 at width 224 once ran as 16: 12% of the tokens a 99K corpus ran were
     wasted), and each width still sees a handful of row counts.
     """
-    step = limits.width_step
-    if step == 1:
+    if limits.width_step == 1:
         return rows, longest
-    width = min(-(-longest // step) * step, max(longest, limits.max_tokens))
+    width = padded_width(longest, limits)
     padded = 1 << (rows - 1).bit_length()
     fits = min(limits.max_batch, limits.token_budget // width)
     return (min(padded, fits) if rows <= fits else padded), width
+
+
+def padded_width(longest: int, limits: BackendLimits) -> int:
+    """The width a batch whose longest sequence has `longest` tokens runs at (see padded_shape)."""
+    step = limits.width_step
+    return min(-(-longest // step) * step, max(longest, limits.max_tokens))
 
 
 def plan_batches(lengths: list[int], limits: BackendLimits) -> list[list[int]]:
@@ -85,7 +90,7 @@ def plan_batches(lengths: list[int], limits: BackendLimits) -> list[list[int]]:
     batches: list[list[int]] = []
     current: list[int] = []
     for i in order:
-        width = padded_shape(1, lengths[current[0]] if current else lengths[i], limits)[1]
+        width = padded_width(lengths[current[0]] if current else lengths[i], limits)
         rows = len(current) + 1
         if current and (rows > limits.max_batch or rows * width > limits.token_budget):
             batches.append(current)
